@@ -1,0 +1,919 @@
+/**
+ * Sparkplug B (spBv1.0) decoding and host-side session state: alias tables, sequence numbers and bdSeq
+ * per edge node. One SparkplugDecoder per server. Never throws on the per-message path: every outcome is a
+ * result or a Rejection.
+ *
+ * We use the protobuf codec generated inside `sparkplug-payload` rather than its `decodePayload`, because
+ * that helper converts every metric before we can bound the count, reads UInt32 values >= 2^31 as negative
+ * (Long#toInt) and throws on DataSet cells without a value. The wire schema is the same.
+ */
+import { Buffer } from 'node:buffer';
+import { gunzipSync, inflateSync } from 'node:zlib';
+import sparkplugProto from 'sparkplug-payload/lib/sparkplugPayloadProto.js';
+import type { ErrorCode } from '../../src/core/errors.js';
+import { rejection } from '../../src/core/message.js';
+import type { JsonValue, Point, Quality, Rejection, Value } from '../../src/core/message.js';
+
+// ---------------------------------------------------------------------------------------------- public API
+
+export type SparkplugMessageType =
+  | 'NBIRTH'
+  | 'NDEATH'
+  | 'DBIRTH'
+  | 'DDEATH'
+  | 'NDATA'
+  | 'DDATA'
+  | 'NCMD'
+  | 'DCMD'
+  | 'STATE';
+
+export interface SparkplugDecoderOptions {
+  /** Largest payload, before AND after decompression, in bytes. Default 1 MiB. */
+  readonly maxBytes?: number;
+  /** Most metrics in one payload. Default 10,000. */
+  readonly maxMetrics?: number;
+  /** Largest single string (UTF-16 units) or bytes value. Default 256 KiB. */
+  readonly maxValueBytes?: number;
+  /** Deepest Template-in-Template nesting converted. Default 16. */
+  readonly maxDepth?: number;
+  /** Most edge nodes tracked; an NBIRTH from one more is refused. Default 10,000. */
+  readonly maxNodes?: number;
+  /** Most devices tracked per edge node; a DBIRTH for one more is refused. Default 10,000. */
+  readonly maxDevicesPerNode?: number;
+}
+
+export interface SparkplugMetricDefinition {
+  readonly name: string;
+  /** Sparkplug datatype name ('Int32', 'Double', ...); 'Unknown' when the BIRTH omitted it. */
+  readonly datatype: string;
+  readonly alias?: number | bigint | undefined;
+}
+
+export interface SparkplugBirth {
+  /** NBIRTH only: the session's bdSeq [tck-id-payloads-nbirth-bdseq]. */
+  readonly bdSeq?: number | bigint | undefined;
+  readonly metrics: readonly SparkplugMetricDefinition[];
+}
+
+/** A state problem that does not cost the data (today: sequence gaps and missing seq). */
+export interface SparkplugWarning {
+  readonly code: ErrorCode;
+  readonly reason: string;
+}
+
+export interface SparkplugMetricsResult {
+  readonly kind: 'metrics';
+  readonly messageType: SparkplugMessageType;
+  readonly group: string;
+  readonly edge: string;
+  readonly device?: string | undefined;
+  readonly seq?: number | undefined;
+  /** One point per metric, topic `spBv1.0/<group>/<edge>[/<device>]/<metric name>`. */
+  readonly points: Point[];
+  readonly birth?: SparkplugBirth | undefined;
+  /** NDEATH/DDEATH: the node (and its devices) or the device is now offline. */
+  readonly death?: true | undefined;
+  readonly warning?: SparkplugWarning | undefined;
+}
+
+/** NCMD/DCMD (host-to-node commands) and STATE (host presence): not ingested as data. */
+export interface SparkplugControlResult {
+  readonly kind: 'control';
+  readonly messageType: SparkplugMessageType;
+}
+
+export type SparkplugDecodeResult = SparkplugMetricsResult | SparkplugControlResult | Rejection;
+
+/** JSON-serialisable decoder state; 64-bit numbers are decimal strings. */
+export interface SparkplugSnapshot {
+  readonly version: 1;
+  readonly nodes: readonly SparkplugSnapshotNode[];
+}
+
+export interface SparkplugSnapshotMetric {
+  readonly name: string;
+  /** Sparkplug datatype code (0 = unknown). */
+  readonly datatype: number;
+  readonly alias?: string | undefined;
+}
+
+export interface SparkplugSnapshotScope {
+  readonly online: boolean;
+  readonly metrics: readonly SparkplugSnapshotMetric[];
+}
+
+export interface SparkplugSnapshotNode extends SparkplugSnapshotScope {
+  readonly group: string;
+  readonly edge: string;
+  readonly bdSeq: string | null;
+  readonly seq: number;
+  readonly devices: readonly (SparkplugSnapshotScope & { readonly id: string })[];
+}
+
+export type SparkplugRestoreResult = { readonly ok: true } | { readonly ok: false; readonly code: ErrorCode; readonly reason: string };
+
+// ------------------------------------------------------------------------------------------- wire shapes
+
+// Minimal views of the protobufjs messages. Absent scalar fields read as prototype defaults, so presence of
+// name/alias/timestamp/datatype/seq is tested with Object.hasOwn; value fields default to null.
+interface LongLike {
+  readonly low: number;
+  readonly high: number;
+}
+type U64 = number | LongLike;
+
+interface WireValueHolder {
+  readonly intValue?: number | null;
+  readonly longValue?: U64 | null;
+  readonly floatValue?: number | null;
+  readonly doubleValue?: number | null;
+  readonly booleanValue?: boolean | null;
+  readonly stringValue?: string | null;
+}
+interface WirePropertyValue extends WireValueHolder {
+  readonly type?: number;
+  readonly isNull?: boolean;
+}
+interface WirePropertySet {
+  readonly keys: string[];
+  readonly values: WirePropertyValue[];
+}
+interface WireDataSet {
+  readonly columns: string[];
+  readonly types: number[];
+  readonly rows: { readonly elements: WireValueHolder[] }[];
+}
+interface WireParameter extends WireValueHolder {
+  readonly name?: string;
+  readonly type?: number;
+}
+interface WireTemplate {
+  readonly version?: string;
+  readonly templateRef?: string;
+  readonly isDefinition?: boolean;
+  readonly metrics: WireMetric[];
+  readonly parameters: WireParameter[];
+}
+interface WireMetric extends WireValueHolder {
+  readonly name?: string;
+  readonly alias?: U64;
+  readonly timestamp?: U64;
+  readonly datatype?: number;
+  readonly isNull?: boolean;
+  readonly properties?: WirePropertySet | null;
+  readonly bytesValue?: Uint8Array | null;
+  readonly datasetValue?: WireDataSet | null;
+  readonly templateValue?: WireTemplate | null;
+}
+interface WirePayload {
+  readonly timestamp?: U64;
+  readonly metrics: WireMetric[];
+  readonly seq?: U64;
+  readonly uuid?: string;
+  readonly body?: Uint8Array;
+}
+
+const PayloadCodec = sparkplugProto.org.eclipse.tahu.protobuf.Payload;
+
+function decodeWire(bytes: Uint8Array): WirePayload {
+  return PayloadCodec.decode(bytes) as unknown as WirePayload;
+}
+
+// ------------------------------------------------------------------------------------------------ datatypes
+
+const DT_INT8 = 1;
+const DT_INT16 = 2;
+const DT_INT32 = 3;
+const DT_INT64 = 4;
+const DT_UINT8 = 5;
+const DT_UINT16 = 6;
+const DT_UINT32 = 7;
+
+const DATATYPE_NAMES: readonly string[] = [
+  'Unknown', 'Int8', 'Int16', 'Int32', 'Int64', 'UInt8', 'UInt16', 'UInt32', 'UInt64', 'Float', 'Double',
+  'Boolean', 'String', 'DateTime', 'Text', 'UUID', 'DataSet', 'Bytes', 'File', 'Template', 'PropertySet',
+  'PropertySetList',
+];
+
+function datatypeName(dt: number): string {
+  return DATATYPE_NAMES[dt] ?? 'Unknown';
+}
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const TWO_32 = 4294967296;
+
+/** A 64-bit integer, exactly: a number when |v| <= 2^53 - 1, else a bigint. */
+function exact64(v: U64, signed: boolean): number | bigint {
+  if (typeof v === 'number') return v;
+  const lo = v.low >>> 0;
+  const hi = signed ? v.high | 0 : v.high >>> 0;
+  // |hi| < 2^21 means |value| < 2^53: the common case, no bigint allocated.
+  if (hi < 0x200000 && hi > -0x200000) return hi * TWO_32 + lo;
+  const big = BigInt(hi) * 4294967296n + BigInt(lo);
+  return big >= -9007199254740991n && big <= 9007199254740991n ? Number(big) : big;
+}
+
+/** The 32-bit integer field, read per datatype: Int8/Int16/Int32 are two's complement in a uint32. */
+function fromUint32(v: number, dt: number): number {
+  switch (dt) {
+    case DT_INT8:
+      return (v << 24) >> 24;
+    case DT_INT16:
+      return (v << 16) >> 16;
+    case DT_INT32:
+    case DT_INT64:
+      return v | 0;
+    case DT_UINT8:
+      return v & 0xff;
+    case DT_UINT16:
+      return v & 0xffff;
+    default:
+      return v >>> 0;
+  }
+}
+
+function fromUint64(v: U64, dt: number): number | bigint {
+  switch (dt) {
+    case DT_INT8:
+    case DT_INT16:
+    case DT_INT32:
+    case DT_UINT8:
+    case DT_UINT16:
+    case DT_UINT32:
+      // A narrow type sent in long_value (some encoders do): its low 32 bits hold the value.
+      return fromUint32(typeof v === 'number' ? v >>> 0 : v.low >>> 0, dt);
+    case DT_INT64:
+      return exact64(v, true);
+    default:
+      // UInt64, DateTime (epoch ms) and unknown types are unsigned.
+      return exact64(v, false);
+  }
+}
+
+/** OPC-DA quality byte: top two bits 11 good, 01 uncertain, 00 bad. Codes above a byte are vendor
+ * error/stale codes (Ignition's 500 = stale), hence bad. */
+function qualityOf(code: number): Quality {
+  if (!Number.isInteger(code) || code < 0 || code > 255) return 'bad';
+  if (code >= 192) return 'good';
+  if (code >= 64) return 'uncertain';
+  return 'bad';
+}
+
+class ConvertError {
+  constructor(
+    readonly code: ErrorCode,
+    readonly reason: string,
+  ) {}
+}
+
+// ------------------------------------------------------------------------------------------------ state
+
+interface MetricDef {
+  readonly name: string;
+  readonly datatype: number;
+  readonly alias?: number | bigint | undefined;
+}
+
+interface Scope {
+  online: boolean;
+  /** In BIRTH order, for snapshots. */
+  readonly defs: MetricDef[];
+  readonly byName: Map<string, MetricDef>;
+  readonly byAlias: Map<number | bigint, MetricDef>;
+}
+
+interface NodeState extends Scope {
+  readonly group: string;
+  readonly edge: string;
+  /** bdSeq of the NBIRTH that opened the current session. */
+  readonly bdSeq: number | bigint | null;
+  /** Last seq seen from this node (0..255). */
+  seq: number;
+  readonly devices: Map<string, Scope>;
+}
+
+function newScope(defs: MetricDef[]): Scope | ConvertError {
+  const byName = new Map<string, MetricDef>();
+  const byAlias = new Map<number | bigint, MetricDef>();
+  for (const def of defs) {
+    byName.set(def.name, def);
+    if (def.alias !== undefined) {
+      const other = byAlias.get(def.alias);
+      if (other !== undefined && other.name !== def.name) {
+        // [tck-id-payloads-alias-uniqueness] an alias names exactly one metric of the edge node.
+        return new ConvertError('UNS_ERR_DECODE_SPARKPLUG', `alias ${String(def.alias)} used by "${other.name}" and "${def.name}"`);
+      }
+      byAlias.set(def.alias, def);
+    }
+  }
+  return { online: true, defs, byName, byAlias };
+}
+
+// ---------------------------------------------------------------------------------------------- decoder
+
+const NAMESPACE = 'spBv1.0';
+const COMPRESSED_UUID = 'SPBV1.0_COMPRESSED';
+
+const NODE_TYPES = new Set<string>(['NBIRTH', 'NDEATH', 'NDATA', 'NCMD']);
+const DEVICE_TYPES = new Set<string>(['DBIRTH', 'DDEATH', 'DDATA', 'DCMD']);
+
+export class SparkplugDecoder {
+  private readonly maxBytes: number;
+  private readonly maxMetrics: number;
+  private readonly maxValueBytes: number;
+  private readonly maxDepth: number;
+  private readonly maxNodes: number;
+  private readonly maxDevicesPerNode: number;
+  /** Keyed `<group>/<edge>`: neither id can hold '/', being a topic level each. */
+  private readonly nodes = new Map<string, NodeState>();
+
+  constructor(options: SparkplugDecoderOptions = {}) {
+    this.maxBytes = options.maxBytes ?? 1024 * 1024;
+    this.maxMetrics = options.maxMetrics ?? 10_000;
+    this.maxValueBytes = options.maxValueBytes ?? 256 * 1024;
+    this.maxDepth = options.maxDepth ?? 16;
+    this.maxNodes = options.maxNodes ?? 10_000;
+    this.maxDevicesPerNode = options.maxDevicesPerNode ?? 10_000;
+  }
+
+  decode(topic: string, bytes: Uint8Array, receivedAt: number): SparkplugDecodeResult {
+    try {
+      return this.decodeUnsafe(topic, bytes, receivedAt);
+    } catch (err) {
+      // Safety net only: the paths above return rejections. A bug must cost one message, not the broker.
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `decoder failure: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  private decodeUnsafe(topic: string, bytes: Uint8Array, receivedAt: number): SparkplugDecodeResult {
+    // Topic: spBv1.0/<group_id>/<message_type>/<edge_node_id>[/<device_id>], or spBv1.0/STATE/<host_id>.
+    const parts = topic.split('/');
+    if (parts[0] !== NAMESPACE) return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `topic is not in the ${NAMESPACE} namespace`);
+    if (parts[1] === 'STATE' && parts.length === 3) return { kind: 'control', messageType: 'STATE' };
+    const group = parts[1];
+    const type = parts[2];
+    const edge = parts[3];
+    const device = parts[4];
+    if (group === undefined || type === undefined || edge === undefined || group === '' || edge === '' || device === '') {
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'topic lacks group, message type or edge node id');
+    }
+    if (parts.length === 4 ? !NODE_TYPES.has(type) : parts.length !== 5 || !DEVICE_TYPES.has(type)) {
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `"${type}" is not a Sparkplug message type for a ${parts.length}-level topic`);
+    }
+    const messageType = type as SparkplugMessageType;
+    // Commands travel host -> edge node; they are not process data.
+    if (messageType === 'NCMD' || messageType === 'DCMD') return { kind: 'control', messageType };
+
+    if (bytes.length > this.maxBytes) {
+      return rejection('UNS_ERR_PAYLOAD_TOO_LARGE', topic, `payload is ${bytes.length} bytes; the limit is ${this.maxBytes}`);
+    }
+    if (bytes.length === 0 && messageType !== 'DDEATH') {
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `empty ${messageType} payload`);
+    }
+    const payload = this.unwrap(bytes, topic);
+    if (!('metrics' in payload)) return payload;
+
+    const nodeKey = `${group}/${edge}`;
+    switch (messageType) {
+      case 'NBIRTH':
+        return this.nbirth(topic, nodeKey, group, edge, payload, receivedAt);
+      case 'NDEATH':
+        return this.ndeath(topic, nodeKey, group, edge, payload);
+      case 'DBIRTH':
+        return this.dbirth(topic, nodeKey, group, edge, device as string, payload, receivedAt);
+      case 'DDEATH':
+        return this.ddeath(topic, nodeKey, group, edge, device as string, payload);
+      case 'NDATA':
+      case 'DDATA':
+        return this.data(topic, messageType, nodeKey, group, edge, device, payload, receivedAt);
+      default:
+        return { kind: 'control', messageType };
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------- payload bytes
+
+  /** Bounded protobuf decode, with one level of Sparkplug compression undone. */
+  private unwrap(bytes: Uint8Array, topic: string): WirePayload | Rejection {
+    const outer = this.decodeBounded(bytes, topic);
+    if (!('metrics' in outer) || outer.uuid !== COMPRESSED_UUID) return outer;
+
+    // Compressed payload: body holds a whole Payload, metric "algorithm" says DEFLATE or GZIP; Tahu's
+    // reference implementation assumes DEFLATE when the metric is absent.
+    let algorithm = 'DEFLATE';
+    for (const m of outer.metrics) {
+      if (m.name === 'algorithm' && typeof m.stringValue === 'string') algorithm = m.stringValue.toUpperCase();
+    }
+    const body = outer.body;
+    if (body === undefined || body.length === 0) return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'compressed payload has no body');
+    let inner: Uint8Array;
+    try {
+      // maxOutputLength stops inflation at the limit, so a zip bomb costs at most maxBytes of memory.
+      const opts = { maxOutputLength: this.maxBytes };
+      if (algorithm === 'DEFLATE') inner = inflateSync(body, opts);
+      else if (algorithm === 'GZIP') inner = gunzipSync(body, opts);
+      else return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `unknown compression algorithm "${algorithm}"`);
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+        return rejection('UNS_ERR_PAYLOAD_TOO_LARGE', topic, `decompressed payload exceeds ${this.maxBytes} bytes`);
+      }
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `cannot decompress ${algorithm} body: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const payload = this.decodeBounded(inner, topic);
+    if ('metrics' in payload && payload.uuid === COMPRESSED_UUID) {
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'nested compression is not accepted');
+    }
+    return payload;
+  }
+
+  private decodeBounded(bytes: Uint8Array, topic: string): WirePayload | Rejection {
+    // Count metrics from the wire before protobufjs allocates one object per metric.
+    const count = countTopLevelMetrics(bytes, this.maxMetrics);
+    if (count > this.maxMetrics) {
+      return rejection('UNS_ERR_PAYLOAD_TOO_LARGE', topic, `more than ${this.maxMetrics} metrics in one payload`);
+    }
+    try {
+      return decodeWire(bytes);
+    } catch (err) {
+      return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, `invalid Sparkplug B protobuf: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------- message types
+
+  private nbirth(topic: string, nodeKey: string, group: string, edge: string, payload: WirePayload, receivedAt: number): SparkplugDecodeResult {
+    // [tck-id-payloads-nbirth-seq] every NBIRTH carries a seq; it (re)starts the node's sequence.
+    if (!Object.hasOwn(payload, 'seq')) return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'NBIRTH without seq');
+    const seq = seqOf(payload);
+    if (seq < 0) return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'NBIRTH seq is not in 0..255');
+    // [tck-id-payloads-nbirth-bdseq] every NBIRTH carries a bdSeq metric; NDEATH is matched against it.
+    const bdSeq = bdSeqOf(payload);
+    if (bdSeq === undefined) return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'NBIRTH without an integer bdSeq metric');
+    const existing = this.nodes.get(nodeKey);
+    if (existing === undefined && this.nodes.size >= this.maxNodes) {
+      return rejection('UNS_ERR_SPARKPLUG_STATE', topic, `more than ${this.maxNodes} edge nodes tracked`);
+    }
+    const built = this.pointsFromBirth(`${NAMESPACE}/${group}/${edge}/`, payload, receivedAt);
+    if (built instanceof ConvertError) return rejection(built.code, topic, built.reason);
+    const scope = newScope(built.defs);
+    if (scope instanceof ConvertError) return rejection(scope.code, topic, scope.reason);
+    // A new NBIRTH starts a new session: the node's and all its devices' aliases are forgotten.
+    this.nodes.set(nodeKey, { ...scope, group, edge, bdSeq, seq, devices: new Map() });
+    return {
+      kind: 'metrics',
+      messageType: 'NBIRTH',
+      group,
+      edge,
+      seq,
+      points: built.points,
+      birth: { bdSeq, metrics: built.defs.map(publicDef) },
+    };
+  }
+
+  private dbirth(
+    topic: string,
+    nodeKey: string,
+    group: string,
+    edge: string,
+    device: string,
+    payload: WirePayload,
+    receivedAt: number,
+  ): SparkplugDecodeResult {
+    const node = this.nodes.get(nodeKey);
+    // [tck-id-payloads-dbirth-order] a device is born within a live edge-node session.
+    if (node === undefined || !node.online) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'DBIRTH before NBIRTH');
+    const warning = advanceSeq(node, payload);
+    if (!node.devices.has(device) && node.devices.size >= this.maxDevicesPerNode) {
+      return rejection('UNS_ERR_SPARKPLUG_STATE', topic, `more than ${this.maxDevicesPerNode} devices on edge node ${edge}`);
+    }
+    const built = this.pointsFromBirth(`${NAMESPACE}/${group}/${edge}/${device}/`, payload, receivedAt);
+    if (built instanceof ConvertError) return rejection(built.code, topic, built.reason);
+    const scope = newScope(built.defs);
+    if (scope instanceof ConvertError) return rejection(scope.code, topic, scope.reason);
+    node.devices.set(device, scope);
+    return {
+      kind: 'metrics',
+      messageType: 'DBIRTH',
+      group,
+      edge,
+      device,
+      seq: node.seq,
+      points: built.points,
+      birth: { metrics: built.defs.map(publicDef) },
+      warning,
+    };
+  }
+
+  private data(
+    topic: string,
+    messageType: 'NDATA' | 'DDATA',
+    nodeKey: string,
+    group: string,
+    edge: string,
+    device: string | undefined,
+    payload: WirePayload,
+    receivedAt: number,
+  ): SparkplugDecodeResult {
+    const node = this.nodes.get(nodeKey);
+    // [tck-id-principles-birth-certificates-order] without the BIRTH there are no aliases or datatypes.
+    if (node === undefined || !node.online) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, `${messageType} before NBIRTH`);
+    let scope: Scope | undefined = node;
+    if (device !== undefined) {
+      scope = node.devices.get(device);
+      if (scope === undefined || !scope.online) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'DDATA before DBIRTH');
+    }
+    // seq advances even if the metrics are refused below: the node did spend that number.
+    const warning = advanceSeq(node, payload);
+    const prefix = device === undefined ? `${NAMESPACE}/${group}/${edge}/` : `${NAMESPACE}/${group}/${edge}/${device}/`;
+    const payloadTime = this.payloadTime(payload, receivedAt);
+    if (payloadTime instanceof ConvertError) return rejection(payloadTime.code, topic, payloadTime.reason);
+    const points: Point[] = [];
+    for (const m of payload.metrics) {
+      let def: MetricDef | undefined;
+      let name: string;
+      // Some encoders write name "" beside an alias; an empty name identifies nothing, so the alias rules.
+      if (Object.hasOwn(m, 'name') && m.name !== '') {
+        name = m.name as string;
+        def = scope.byName.get(name);
+      } else if (Object.hasOwn(m, 'alias')) {
+        const alias = exact64(m.alias as U64, false);
+        def = scope.byAlias.get(alias);
+        if (def === undefined) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, `unknown alias ${String(alias)}`);
+        name = def.name;
+      } else {
+        // [tck-id-payloads-name-requirement] a metric is identified by name or, after BIRTH, by alias.
+        return rejection('UNS_ERR_DECODE_SPARKPLUG', topic, 'metric has neither name nor alias');
+      }
+      const datatype = Object.hasOwn(m, 'datatype') && m.datatype !== 0 ? (m.datatype as number) : (def?.datatype ?? 0);
+      const point = this.point(prefix, name, m, datatype, payloadTime);
+      if (point instanceof ConvertError) return rejection(point.code, topic, point.reason);
+      points.push(point);
+    }
+    return { kind: 'metrics', messageType, group, edge, device, seq: node.seq, points, warning };
+  }
+
+  private ndeath(topic: string, nodeKey: string, group: string, edge: string, payload: WirePayload): SparkplugDecodeResult {
+    const node = this.nodes.get(nodeKey);
+    if (node === undefined) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'NDEATH for an edge node never born');
+    // [tck-id-payloads-ndeath-bdseq] NDEATH carries the bdSeq of the session it ends. A different one is
+    // the Will of an older session delivered late: honouring it would mark a live node offline.
+    const bdSeq = bdSeqOf(payload);
+    if (bdSeq === undefined) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'NDEATH without an integer bdSeq metric');
+    if (bdSeq !== node.bdSeq) {
+      return rejection('UNS_ERR_SPARKPLUG_STATE', topic, `stale NDEATH: bdSeq ${String(bdSeq)}, current session ${String(node.bdSeq)}`);
+    }
+    node.online = false;
+    for (const d of node.devices.values()) d.online = false;
+    // [tck-id-payloads-ndeath-seq] NDEATH has no seq, so the node's sequence is left alone.
+    return { kind: 'metrics', messageType: 'NDEATH', group, edge, points: [], death: true };
+  }
+
+  private ddeath(topic: string, nodeKey: string, group: string, edge: string, device: string, payload: WirePayload): SparkplugDecodeResult {
+    const node = this.nodes.get(nodeKey);
+    if (node === undefined || !node.online) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'DDEATH before NBIRTH');
+    const scope = node.devices.get(device);
+    if (scope === undefined) return rejection('UNS_ERR_SPARKPLUG_STATE', topic, 'DDEATH for a device never born');
+    const warning = advanceSeq(node, payload);
+    scope.online = false;
+    return { kind: 'metrics', messageType: 'DDEATH', group, edge, device, seq: node.seq, points: [], death: true, warning };
+  }
+
+  // ----------------------------------------------------------------------------------------------- metrics
+
+  private pointsFromBirth(
+    prefix: string,
+    payload: WirePayload,
+    receivedAt: number,
+  ): { defs: MetricDef[]; points: Point[] } | ConvertError {
+    const payloadTime = this.payloadTime(payload, receivedAt);
+    if (payloadTime instanceof ConvertError) return payloadTime;
+    const defs: MetricDef[] = [];
+    const points: Point[] = [];
+    for (const m of payload.metrics) {
+      // [tck-id-payloads-alias-birth-requirement] BIRTH metrics carry the name (and the alias, if used).
+      if (!Object.hasOwn(m, 'name')) return new ConvertError('UNS_ERR_DECODE_SPARKPLUG', 'BIRTH metric without a name');
+      const name = m.name as string;
+      const datatype = m.datatype ?? 0;
+      const alias = Object.hasOwn(m, 'alias') ? exact64(m.alias as U64, false) : undefined;
+      defs.push({ name, datatype, alias });
+      // bdSeq is session bookkeeping, not process data.
+      if (name === 'bdSeq') continue;
+      const point = this.point(prefix, name, m, datatype, payloadTime);
+      if (point instanceof ConvertError) return point;
+      points.push(point);
+    }
+    return { defs, points };
+  }
+
+  private payloadTime(payload: WirePayload, receivedAt: number): number | ConvertError {
+    if (!Object.hasOwn(payload, 'timestamp')) return receivedAt;
+    const t = exact64(payload.timestamp as U64, false);
+    if (typeof t !== 'number') return new ConvertError('UNS_ERR_DECODE_SPARKPLUG', 'payload timestamp out of range');
+    return t;
+  }
+
+  private point(prefix: string, name: string, m: WireMetric, datatype: number, payloadTime: number): Point | ConvertError {
+    if (name === '' || name.includes('\u0000')) {
+      // A metric name becomes a topic level that no MQTT topic check has seen.
+      return new ConvertError('UNS_ERR_DECODE_SPARKPLUG', 'metric name is empty or holds U+0000');
+    }
+    let timestamp = payloadTime;
+    if (Object.hasOwn(m, 'timestamp')) {
+      const t = exact64(m.timestamp as U64, false);
+      if (typeof t !== 'number') return new ConvertError('UNS_ERR_DECODE_SPARKPLUG', `metric "${name}" timestamp out of range`);
+      timestamp = t;
+    }
+    const value = m.isNull === true ? null : this.metricValue(m, datatype, 0, false);
+    if (value instanceof ConvertError) return value;
+    let quality: Quality = value === null ? 'bad' : 'good';
+    if (m.properties != null) {
+      const q = propertyNumber(m.properties, 'Quality');
+      if (q !== undefined) quality = qualityOf(q);
+    }
+    return { topic: prefix + name, value, timestamp, quality };
+  }
+
+  /**
+   * A metric's value. `json` is set inside DataSet/Template, where values must be JsonValue: bytes become
+   * base64 strings there. Extension values and PropertySet-typed metrics (Metric has no field for them)
+   * convert to null.
+   */
+  private metricValue(m: WireMetric, datatype: number, depth: number, json: boolean): Value | ConvertError {
+    const s = this.scalar(m, datatype);
+    if (s !== undefined) return s;
+    if (m.bytesValue != null) {
+      const b = m.bytesValue;
+      if (b.length > this.maxValueBytes) return new ConvertError('UNS_ERR_PAYLOAD_TOO_LARGE', `bytes value of ${b.length} bytes`);
+      // A view, not a copy: the point keeps the payload's memory alive, which is bounded by maxBytes.
+      return json ? Buffer.from(b.buffer, b.byteOffset, b.length).toString('base64') : new Uint8Array(b.buffer, b.byteOffset, b.length);
+    }
+    if (m.datasetValue != null) return this.dataSet(m.datasetValue);
+    if (m.templateValue != null) return this.template(m.templateValue, depth + 1);
+    return null;
+  }
+
+  /** Scalars from the shared value fields, or undefined when none is set. A Float is widened exactly to a
+   * double (0.1f reads 0.10000000149011612): finding the shortest float32 decimal costs too much per metric. */
+  private scalar(h: WireValueHolder, datatype: number): number | bigint | boolean | string | ConvertError | undefined {
+    if (h.intValue != null) return fromUint32(h.intValue, datatype);
+    if (h.longValue != null) return fromUint64(h.longValue, datatype);
+    if (h.doubleValue != null) return h.doubleValue;
+    if (h.floatValue != null) return h.floatValue;
+    if (h.booleanValue != null) return h.booleanValue;
+    if (h.stringValue != null) return this.checkString(h.stringValue);
+    return undefined;
+  }
+
+  private checkString(s: string): string | ConvertError {
+    if (s.length > this.maxValueBytes) return new ConvertError('UNS_ERR_PAYLOAD_TOO_LARGE', `string value of ${s.length} characters`);
+    // PostgreSQL text and jsonb cannot hold U+0000.
+    if (s.includes('\u0000')) return new ConvertError('UNS_ERR_PAYLOAD_NUL', 'string value holds U+0000');
+    return s;
+  }
+
+  /** DataSet -> { columns, types, rows } with one JSON value per cell (null where a cell has none). */
+  private dataSet(ds: WireDataSet): JsonValue | ConvertError {
+    const columns: JsonValue[] = [];
+    for (const c of ds.columns) {
+      const checked = this.checkString(c);
+      if (checked instanceof ConvertError) return checked;
+      columns.push(checked);
+    }
+    const types: JsonValue[] = ds.types.map(datatypeName);
+    const rows: JsonValue[] = [];
+    for (const row of ds.rows) {
+      const cells: JsonValue[] = [];
+      for (let i = 0; i < row.elements.length; i++) {
+        const cell = this.scalar(row.elements[i] as WireValueHolder, ds.types[i] ?? 0);
+        if (cell instanceof ConvertError) return cell;
+        cells.push(cell ?? null);
+      }
+      rows.push(cells);
+    }
+    return { columns, types, rows };
+  }
+
+  /** Template -> { templateRef?, version?, isDefinition?, parameters: {name: value}, metrics: {name: value} }. */
+  private template(t: WireTemplate, depth: number): JsonValue | ConvertError {
+    if (depth > this.maxDepth) return new ConvertError('UNS_ERR_PAYLOAD_TOO_DEEP', `templates nest deeper than ${this.maxDepth}`);
+    const out: { [key: string]: JsonValue } = {};
+    if (Object.hasOwn(t, 'templateRef')) out['templateRef'] = t.templateRef as string;
+    if (Object.hasOwn(t, 'version')) out['version'] = t.version as string;
+    if (Object.hasOwn(t, 'isDefinition')) out['isDefinition'] = t.isDefinition as boolean;
+    const parameters: { [key: string]: JsonValue } = {};
+    for (const p of t.parameters) {
+      const v = this.scalar(p, p.type ?? 0);
+      if (v instanceof ConvertError) return v;
+      const key = this.checkString(p.name ?? '');
+      if (key instanceof ConvertError) return key;
+      setKey(parameters, key, v ?? null);
+    }
+    const metrics: { [key: string]: JsonValue } = {};
+    for (const m of t.metrics) {
+      const v = m.isNull === true ? null : this.metricValue(m, m.datatype ?? 0, depth, true);
+      if (v instanceof ConvertError) return v;
+      const key = this.checkString(m.name ?? '');
+      if (key instanceof ConvertError) return key;
+      setKey(metrics, key, v as JsonValue);
+    }
+    out['parameters'] = parameters;
+    out['metrics'] = metrics;
+    return out;
+  }
+
+  // --------------------------------------------------------------------------------------------- snapshot
+
+  /** The decoder state as plain JSON (64-bit numbers as decimal strings), for persistence. */
+  snapshot(): SparkplugSnapshot {
+    const nodes: SparkplugSnapshotNode[] = [];
+    for (const n of this.nodes.values()) {
+      const devices: (SparkplugSnapshotScope & { id: string })[] = [];
+      for (const [id, d] of n.devices) devices.push({ id, online: d.online, metrics: d.defs.map(snapshotDef) });
+      nodes.push({
+        group: n.group,
+        edge: n.edge,
+        online: n.online,
+        bdSeq: n.bdSeq === null ? null : String(n.bdSeq),
+        seq: n.seq,
+        metrics: n.defs.map(snapshotDef),
+        devices,
+      });
+    }
+    return { version: 1, nodes };
+  }
+
+  /** Replaces the state with a snapshot. All or nothing: on a malformed snapshot the state is unchanged. */
+  restore(snapshot: unknown): SparkplugRestoreResult {
+    const fail = (reason: string): SparkplugRestoreResult => ({ ok: false, code: 'UNS_ERR_SPARKPLUG_STATE', reason: `bad snapshot: ${reason}` });
+    if (!isRecord(snapshot) || snapshot['version'] !== 1 || !Array.isArray(snapshot['nodes'])) return fail('expected { version: 1, nodes: [] }');
+    const nodes = new Map<string, NodeState>();
+    for (const raw of snapshot['nodes'] as unknown[]) {
+      if (!isRecord(raw)) return fail('node is not an object');
+      const { group, edge, online, bdSeq, seq, devices } = raw;
+      if (typeof group !== 'string' || typeof edge !== 'string' || group === '' || edge === '') return fail('node group/edge');
+      if (typeof online !== 'boolean') return fail(`node ${group}/${edge}: online`);
+      if (!(bdSeq === null || (typeof bdSeq === 'string' && /^-?\d{1,20}$/.test(bdSeq)))) return fail(`node ${group}/${edge}: bdSeq`);
+      if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 0 || seq > 255) return fail(`node ${group}/${edge}: seq`);
+      if (!Array.isArray(devices)) return fail(`node ${group}/${edge}: devices`);
+      const scope = restoreScope(raw);
+      if (typeof scope === 'string') return fail(`node ${group}/${edge}: ${scope}`);
+      const deviceMap = new Map<string, Scope>();
+      for (const d of devices as unknown[]) {
+        if (!isRecord(d) || typeof d['id'] !== 'string' || d['id'] === '') return fail(`node ${group}/${edge}: device id`);
+        const ds = restoreScope(d);
+        if (typeof ds === 'string') return fail(`device ${group}/${edge}/${d['id']}: ${ds}`);
+        deviceMap.set(d['id'], ds);
+      }
+      nodes.set(`${group}/${edge}`, {
+        ...scope,
+        group,
+        edge,
+        bdSeq: bdSeq === null ? null : exactFromString(bdSeq),
+        seq,
+        devices: deviceMap,
+      });
+    }
+    this.nodes.clear();
+    for (const [k, v] of nodes) this.nodes.set(k, v);
+    return { ok: true };
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ helpers
+
+function publicDef(d: MetricDef): SparkplugMetricDefinition {
+  return d.alias === undefined ? { name: d.name, datatype: datatypeName(d.datatype) } : { name: d.name, datatype: datatypeName(d.datatype), alias: d.alias };
+}
+
+function snapshotDef(d: MetricDef): SparkplugSnapshotMetric {
+  return d.alias === undefined ? { name: d.name, datatype: d.datatype } : { name: d.name, datatype: d.datatype, alias: String(d.alias) };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function exactFromString(s: string): number | bigint {
+  const b = BigInt(s);
+  return b >= -9007199254740991n && b <= 9007199254740991n ? Number(b) : b;
+}
+
+function restoreScope(raw: Record<string, unknown>): Scope | string {
+  if (typeof raw['online'] !== 'boolean') return 'online';
+  if (!Array.isArray(raw['metrics'])) return 'metrics';
+  const defs: MetricDef[] = [];
+  for (const m of raw['metrics'] as unknown[]) {
+    if (!isRecord(m) || typeof m['name'] !== 'string' || typeof m['datatype'] !== 'number' || !Number.isInteger(m['datatype'])) {
+      return 'metric definition';
+    }
+    const alias = m['alias'];
+    if (alias !== undefined && !(typeof alias === 'string' && /^\d{1,20}$/.test(alias))) return 'metric alias';
+    defs.push({ name: m['name'], datatype: m['datatype'], alias: alias === undefined ? undefined : exactFromString(alias) });
+  }
+  const scope = newScope(defs);
+  if (scope instanceof ConvertError) return scope.reason;
+  scope.online = raw['online'];
+  return scope;
+}
+
+/** The seq field as 0..255, or -1 when absent or out of range. */
+function seqOf(payload: WirePayload): number {
+  if (!Object.hasOwn(payload, 'seq')) return -1;
+  const s = exact64(payload.seq as U64, false);
+  return typeof s === 'number' && s >= 0 && s <= 255 ? s : -1;
+}
+
+/**
+ * [tck-id-payloads-sequence-num-incrementing] each message after NBIRTH carries seq + 1 mod 256. A gap
+ * keeps the data (it is still true) but is reported, so the host can ask for a rebirth; the counter
+ * follows the node so a single loss is reported once.
+ */
+function advanceSeq(node: NodeState, payload: WirePayload): SparkplugWarning | undefined {
+  const seq = seqOf(payload);
+  if (seq < 0) {
+    // [tck-id-payloads-sequence-num-always-included]
+    return { code: 'UNS_ERR_SPARKPLUG_STATE', reason: 'seq missing or not in 0..255' };
+  }
+  const expected = (node.seq + 1) & 0xff;
+  node.seq = seq;
+  if (seq !== expected) return { code: 'UNS_ERR_SPARKPLUG_STATE', reason: `sequence gap: expected ${expected}, got ${seq}` };
+  return undefined;
+}
+
+/** The bdSeq metric's integer value, or undefined. */
+function bdSeqOf(payload: WirePayload): number | bigint | undefined {
+  for (const m of payload.metrics) {
+    if (m.name !== 'bdSeq') continue;
+    if (m.longValue != null) return exact64(m.longValue, false);
+    if (m.intValue != null) return m.intValue >>> 0;
+    return undefined;
+  }
+  return undefined;
+}
+
+/** A numeric property (e.g. Quality) from a PropertySet, or undefined. */
+function propertyNumber(ps: WirePropertySet, key: string): number | undefined {
+  const i = ps.keys.indexOf(key);
+  if (i < 0) return undefined;
+  const v = ps.values[i];
+  if (v === undefined || v.isNull === true) return undefined;
+  if (v.intValue != null) return fromUint32(v.intValue, v.type ?? DT_INT32);
+  if (v.longValue != null) {
+    const n = fromUint64(v.longValue, v.type ?? DT_INT64);
+    return typeof n === 'number' ? n : undefined;
+  }
+  return undefined;
+}
+
+function setKey(obj: { [key: string]: JsonValue }, key: string, value: JsonValue): void {
+  if (key === '__proto__') {
+    Object.defineProperty(obj, key, { value, writable: true, enumerable: true, configurable: true });
+  } else {
+    obj[key] = value;
+  }
+}
+
+/**
+ * Counts field-2 (metrics) entries at the top level of a Payload by walking the wire format, stopping
+ * once past `limit`. Cheap: it reads tags and lengths and skips bodies. Malformed input returns what was
+ * counted so far; the protobuf decoder then reports the error itself.
+ */
+function countTopLevelMetrics(b: Uint8Array, limit: number): number {
+  let pos = 0;
+  let count = 0;
+  const len = b.length;
+  while (pos < len) {
+    // tag varint (uint32)
+    let tag = 0;
+    let mul = 1;
+    let byte: number;
+    do {
+      if (pos >= len || mul > TWO_32) return count;
+      byte = b[pos++] as number;
+      tag += (byte & 0x7f) * mul;
+      mul *= 128;
+    } while (byte & 0x80);
+    const wire = tag % 8;
+    if (wire === 0) {
+      while (pos < len && ((b[pos++] as number) & 0x80) !== 0);
+    } else if (wire === 1) {
+      pos += 8;
+    } else if (wire === 5) {
+      pos += 4;
+    } else if (wire === 2) {
+      let n = 0;
+      mul = 1;
+      do {
+        if (pos >= len || mul > MAX_SAFE / 128) return count;
+        byte = b[pos++] as number;
+        n += (byte & 0x7f) * mul;
+        mul *= 128;
+      } while (byte & 0x80);
+      pos += n;
+      if (Math.floor(tag / 8) === 2 && ++count > limit) return count;
+    } else {
+      return count; // groups (3/4) or invalid wire types: let the decoder say so
+    }
+  }
+  return count;
+}

@@ -1,0 +1,111 @@
+/**
+ * Versioned schema migrations, applied at start-up under an advisory lock so several instances sharing
+ * one database do not race. Plain PostgreSQL SQL only; TimescaleDB features are layered on by timescale.ts.
+ */
+import type pg from 'pg';
+import type { Logger } from '../../../src/core/log.js';
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'core tables',
+    sql: `
+      CREATE TABLE topics (
+        id          serial PRIMARY KEY,
+        name        text NOT NULL UNIQUE,
+        levels      jsonb,
+        route       text NOT NULL,
+        unit        text,
+        first_seen  timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE samples (
+        time      timestamptz NOT NULL,
+        topic_id  integer NOT NULL,
+        v_num     double precision,
+        v_text    text,
+        v_bool    boolean,
+        v_json    jsonb,
+        v_bytes   bytea,
+        quality   text,
+        src       bigint
+      );
+      CREATE INDEX samples_topic_time ON samples (topic_id, time DESC);
+      CREATE TABLE last_values (
+        topic_id     integer PRIMARY KEY REFERENCES topics (id) ON DELETE CASCADE,
+        time         timestamptz NOT NULL,
+        received_at  timestamptz NOT NULL,
+        v_num        double precision,
+        v_text       text,
+        v_bool       boolean,
+        v_json       jsonb,
+        v_bytes      bytea,
+        quality      text
+      ) WITH (fillfactor = 50);
+      CREATE TABLE retained (
+        topic       text PRIMARY KEY,
+        payload     bytea NOT NULL,
+        qos         smallint NOT NULL,
+        updated_at  timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE rejections (
+        time       timestamptz NOT NULL,
+        topic      text NOT NULL,
+        code       text NOT NULL,
+        reason     text NOT NULL,
+        client_id  text,
+        payload    bytea
+      );
+      CREATE INDEX rejections_time ON rejections (time DESC);
+      CREATE TABLE spool_applied (
+        segment     text PRIMARY KEY,
+        applied_at  timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE users (
+        username       text PRIMARY KEY,
+        password_hash  text NOT NULL,
+        roles          text[] NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        updated_at     timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
+];
+
+/** Arbitrary constant: the advisory lock that serialises migrations across instances. */
+const MIGRATION_LOCK = 0x756e73;
+
+export async function migrate(pool: pg.Pool, log: Logger): Promise<number> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    await client.query(`CREATE TABLE IF NOT EXISTS uns_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM uns_migrations');
+    const current = rows[0]?.v ?? 0;
+    let applied = 0;
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      await client.query('BEGIN');
+      try {
+        await client.query(m.sql);
+        await client.query('INSERT INTO uns_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+        await client.query('COMMIT');
+      } catch (e) {
+        await client.query('ROLLBACK');
+        throw e;
+      }
+      log.info({ version: m.version, migration: m.name }, 'migration applied');
+      applied++;
+    }
+    return applied;
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+    client.release();
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * The store's row model: what the pipeline hands the writer and what the spool keeps on disk. Plain data,
+ * so a batch can be spooled as JSON and replayed byte-for-byte.
+ */
+import type { Isa95Path } from '../../../src/core/message.js';
+
+export interface SampleRow {
+  readonly topic: string;
+  /** Epoch ms. */
+  readonly time: number;
+  readonly num: number | null;
+  readonly text: string | null;
+  readonly bool: boolean | null;
+  /** JSON text for objects, arrays and exact big integers (jsonb keeps numbers exactly). */
+  readonly json: string | null;
+  /** Base64 of raw bytes. */
+  readonly bytes: string | null;
+  /** null = good. */
+  readonly quality: string | null;
+  /** Redelivery key (decimal int64) for QoS > 0 MQTT messages; see redelivery-key.ts. */
+  readonly src: string | null;
+}
+
+export interface TopicMeta {
+  readonly name: string;
+  readonly levels: Isa95Path | null;
+  readonly route: string;
+  readonly unit: string | null;
+}
+
+export interface RetainedRow {
+  readonly topic: string;
+  /** Base64; empty string deletes the retained message [MQTT-3.3.1-10]. */
+  readonly payload: string;
+  readonly qos: number;
+}
+
+export interface RejectionRow {
+  readonly time: number;
+  readonly topic: string;
+  readonly code: string;
+  readonly reason: string;
+  readonly clientId: string | null;
+  /** Base64 of the first bytes of the payload (capped). */
+  readonly payload: string | null;
+}
+
+/** Everything one accepted or rejected message writes. */
+export interface WriteItem {
+  readonly samples: readonly SampleRow[];
+  readonly topics: readonly TopicMeta[];
+  readonly retained?: RetainedRow | undefined;
+  readonly rejection?: RejectionRow | undefined;
+  /** Arrival time (epoch ms) for last_values.received_at. */
+  readonly receivedAt: number;
+}
+
+export interface WriteBatch {
+  readonly items: readonly WriteItem[];
+  /** Spool segment name when the batch is a replay: applied at most once. */
+  readonly segment?: string | undefined;
+}
+
+export function rowCount(item: WriteItem): number {
+  return item.samples.length + (item.rejection ? 1 : 0) + (item.retained ? 1 : 0);
+}

@@ -1,0 +1,110 @@
+/**
+ * Who is connecting. No anonymous access unless topics.yaml names an anonymous role. A password is either
+ * checked against a scrypt hash, or, when it is a JWT, verified with pinned algorithms and a required
+ * `exp` (a token without an expiry is refused). Successful scrypt checks are remembered briefly, keyed by a
+ * digest of the password, so reconnect storms do not queue hundreds of scrypt runs.
+ */
+import { createHash } from 'node:crypto';
+import jwt, { type Algorithm } from 'jsonwebtoken';
+import { verifyPassword } from '../src/core/passwords.js';
+import type { AccessControl, Permissions } from './acl.js';
+
+export interface UserRecord {
+  readonly username: string;
+  readonly passwordHash: string;
+  readonly roles: readonly string[];
+}
+
+export interface Principal {
+  readonly username: string;
+  readonly roles: readonly string[];
+  readonly via: 'password' | 'jwt' | 'anonymous';
+  readonly perms: Permissions;
+}
+
+export interface AuthFailure {
+  readonly failure: string;
+}
+
+export interface JwtOptions {
+  readonly secret: string | null;
+  readonly publicKey: string | null;
+  readonly algorithms: readonly string[];
+  readonly clockToleranceS: number;
+}
+
+export interface AuthenticatorOptions {
+  /** Looked up on every attempt, so users added at run time count at once. */
+  readonly users: () => ReadonlyMap<string, UserRecord>;
+  readonly anonymousRole: string | null;
+  readonly jwt: JwtOptions;
+  readonly acl: AccessControl;
+  readonly now?: () => number;
+}
+
+const CACHE_MS = 5 * 60_000;
+const CACHE_MAX = 10_000;
+
+function looksLikeJwt(s: string): boolean {
+  return s.startsWith('eyJ') && s.split('.').length === 3;
+}
+
+export class Authenticator {
+  private readonly verified = new Map<string, number>();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: AuthenticatorOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  async authenticate(username: string | undefined, password: Buffer | undefined): Promise<Principal | AuthFailure> {
+    const pw = password?.toString('utf8');
+    if (!username && !pw) {
+      const role = this.opts.anonymousRole;
+      if (role === null) return { failure: 'anonymous access is not enabled' };
+      return { username: '', roles: [role], via: 'anonymous', perms: this.opts.acl.forRoles([role]) };
+    }
+    if (pw && looksLikeJwt(pw)) return this.fromJwt(username, pw);
+    if (!username || !pw) return { failure: 'username and password required' };
+    const user = this.opts.users().get(username);
+    if (!user) return { failure: 'unknown user or bad password' };
+    const key = `${username}\0${user.passwordHash}\0${createHash('sha256').update(pw).digest('base64')}`;
+    const until = this.verified.get(key);
+    if (until === undefined || until < this.now()) {
+      if (!(await verifyPassword(pw, user.passwordHash))) return { failure: 'unknown user or bad password' };
+      if (this.verified.size >= CACHE_MAX) this.verified.clear();
+      this.verified.set(key, this.now() + CACHE_MS);
+    }
+    return { username, roles: user.roles, via: 'password', perms: this.opts.acl.forRoles(user.roles) };
+  }
+
+  private fromJwt(username: string | undefined, token: string): Principal | AuthFailure {
+    const { secret, publicKey, algorithms, clockToleranceS } = this.opts.jwt;
+    const key = publicKey ?? secret;
+    if (key === null) return { failure: 'token authentication is not configured' };
+    let claims: jwt.JwtPayload;
+    try {
+      const decoded = jwt.verify(token, key, {
+        algorithms: algorithms as Algorithm[],
+        clockTolerance: clockToleranceS,
+        clockTimestamp: Math.floor(this.now() / 1000),
+      });
+      if (typeof decoded === 'string') return { failure: 'token payload is not an object' };
+      claims = decoded;
+    } catch (e) {
+      return { failure: `token refused: ${(e as Error).message}` };
+    }
+    if (typeof claims.exp !== 'number') return { failure: 'token has no exp' };
+    const sub = typeof claims.sub === 'string' ? claims.sub : '';
+    if (!sub) return { failure: 'token has no sub' };
+    if (username && username !== sub) return { failure: 'username does not match the token subject' };
+    const roles = Array.isArray(claims['roles']) ? (claims['roles'] as unknown[]).filter((r): r is string => typeof r === 'string') : [];
+    const known = roles.filter((r) => this.opts.acl.hasRole(r));
+    if (known.length === 0) return { failure: 'token grants no known role' };
+    return { username: sub, roles: known, via: 'jwt', perms: this.opts.acl.forRoles(known) };
+  }
+}
+
+export function isFailure(r: Principal | AuthFailure): r is AuthFailure {
+  return 'failure' in r;
+}

@@ -1,0 +1,257 @@
+/**
+ * The embedded Aedes broker: TCP and WebSocket listeners, authentication, ACLs, limits, and the hand-off
+ * of each publish to the ingest function. It knows no sinks. The publish is held in `authorizePublish`
+ * (which runs before Aedes writes the PUBACK/PUBREC) until ingest says it may be acknowledged: for QoS > 0
+ * that is once the message is durable. Aedes reads the next chunk from a socket only after every packet of
+ * the current one is handled, so holding the callback is also what stops reading a publisher's socket when
+ * the pipeline is behind (TCP back-pressure).
+ */
+import { createServer as createTcpServer, type Server as TcpServer, type AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Aedes, type Client, type AedesPublishPacket, type PublishPacket, type Subscription } from 'aedes';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+import type { Logger } from '../src/core/log.js';
+import type { ErrorCode } from '../src/core/errors.js';
+import type { InboundRecord } from '../src/core/message.js';
+import { REJECTED_PREFIX, type IngestFn } from '../src/core/ingest.js';
+import { validateTopicName, validateTopicFilter } from '../src/core/topic-filter.js';
+import { FrameGuard } from './frame-guard.js';
+import { isFailure, type Authenticator, type Principal } from './auth.js';
+
+export interface BrokerLimits {
+  readonly maxPacketBytes: number;
+  readonly maxTopicBytes: number;
+  readonly maxTopicLevels: number;
+  readonly connectTimeoutMs: number;
+  readonly keepaliveLimitS: number;
+}
+
+export interface BrokerOptions {
+  readonly limits: BrokerLimits;
+  readonly auth: Authenticator;
+  readonly ingest: IngestFn;
+  readonly log: Logger;
+  readonly persistence?: unknown;
+}
+
+export interface BrokerStats {
+  connectsAccepted: number;
+  connectsRefused: Partial<Record<ErrorCode, number>>;
+  publishesDenied: Partial<Record<ErrorCode, number>>;
+  subscribesDenied: number;
+  frameViolations: Partial<Record<ErrorCode, number>>;
+  publishesRejected: number;
+  /** Publishes whose acknowledgement is being held (durability or back-pressure). */
+  held: number;
+}
+
+interface UnsClient extends Client {
+  uns?: Principal;
+  unsEmptyId?: boolean;
+}
+
+type AuthError = Error & { returnCode: number };
+
+function authError(returnCode: 2 | 4 | 5, message: string): AuthError {
+  return Object.assign(new Error(message), { returnCode });
+}
+
+/**
+ * Refuses a CONNECT. Aedes' close of a clean-session client wipes the inbound QoS 2 state stored under its
+ * client id; for a refused CONNECT that id may belong to another, live session, which would then re-deliver
+ * a re-sent QoS 2 PUBLISH and leak receive-window slots [MQTT-4.3.3-2]. A refused CONNECT never had a
+ * session, so there is nothing of its own to clean.
+ */
+function refuse(client: UnsClient, cb: (error: AuthError | null, success: boolean | null) => void, returnCode: 2 | 4 | 5, message: string): void {
+  client.clean = false;
+  cb(authError(returnCode, message), false);
+}
+
+function bump<K extends string>(m: Partial<Record<K, number>>, k: K): void {
+  m[k] = (m[k] ?? 0) + 1;
+}
+
+export class UnsBroker {
+  readonly aedes: Aedes;
+  readonly stats: BrokerStats = {
+    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, held: 0,
+  };
+  private tcp: TcpServer | null = null;
+  private readonly wss: WebSocketServer;
+  private readonly log: Logger;
+
+  private constructor(private readonly opts: BrokerOptions, aedes: Aedes) {
+    this.aedes = aedes;
+    this.log = opts.log;
+    // The WebSocket frame limit is a second guard; FrameGuard checks MQTT packets inside the stream.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
+    aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
+    aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+  }
+
+  static async create(opts: BrokerOptions): Promise<UnsBroker> {
+    const holder: { broker?: UnsBroker } = {};
+    const aedes = await Aedes.createBroker({
+      ...(opts.persistence ? { persistence: opts.persistence } : {}),
+      connectTimeout: opts.limits.connectTimeoutMs,
+      keepaliveLimit: opts.limits.keepaliveLimitS,
+      maxTopicLevels: Math.min(100, opts.limits.maxTopicLevels),
+      preConnect: (client, packet, cb) => {
+        // [MQTT-3.1.3-8]: a zero-byte ClientId with CleanSession=0 gets CONNACK 0x02. Aedes invents an id
+        // before authenticate runs, so remember that it was empty.
+        (client as UnsClient).unsEmptyId = packet.clientId === '';
+        cb(null, true);
+      },
+      authenticate: (client, username, password, cb) => holder.broker!.authenticate(client as UnsClient, username, password, cb),
+      authorizePublish: (client, packet, cb) => holder.broker!.authorizePublish(client as UnsClient | null, packet, cb),
+      authorizeSubscribe: (client, sub, cb) => holder.broker!.authorizeSubscribe(client as UnsClient, sub, cb),
+    });
+    const broker = new UnsBroker(opts, aedes);
+    holder.broker = broker;
+    return broker;
+  }
+
+  private authenticate(client: UnsClient, username: string | undefined, password: Buffer | undefined,
+    cb: (error: AuthError | null, success: boolean | null) => void): void {
+    if (client.unsEmptyId && !client.clean) {
+      bump(this.stats.connectsRefused, 'UNS_ERR_CLIENT_ID_REJECTED');
+      refuse(client, cb, 2, 'empty client id requires a clean session [MQTT-3.1.3-8]');
+      return;
+    }
+    this.opts.auth.authenticate(username, password).then((r) => {
+      if (isFailure(r)) {
+        bump(this.stats.connectsRefused, 'UNS_ERR_AUTH_FAILED');
+        this.log.info({ clientId: client.id, username, reason: r.failure }, 'connection refused');
+        refuse(client, cb, 4, r.failure);
+        return;
+      }
+      // A client id held by another principal is not taken over: that would let any user kick any device.
+      const existing = (this.aedes as unknown as { clients: Record<string, UnsClient | undefined> }).clients[client.id];
+      if (existing && existing !== client && existing.uns && existing.uns.username !== r.username) {
+        bump(this.stats.connectsRefused, 'UNS_ERR_CLIENT_ID_REJECTED');
+        this.log.warn({ clientId: client.id, username: r.username, holder: existing.uns.username }, 'client id takeover refused');
+        refuse(client, cb, 2, 'client id in use by another principal');
+        return;
+      }
+      client.uns = r;
+      this.stats.connectsAccepted++;
+      cb(null, true);
+    }, (e: Error) => {
+      this.log.error({ err: e.message }, 'authentication failed unexpectedly');
+      refuse(client, cb, 5, 'authentication unavailable');
+    });
+  }
+
+  private deny(client: UnsClient | null, code: ErrorCode, topic: string, detail: string, cb: (e?: Error | null) => void): void {
+    bump(this.stats.publishesDenied, code);
+    this.log.info({ clientId: client?.id, topic: topic.slice(0, 200), code, detail }, 'publish refused; closing connection');
+    // MQTT 3.1.1 has no negative PUBACK: the connection is closed (Aedes does so on an error here).
+    cb(Object.assign(new Error(`${code}: ${detail}`), { code }));
+  }
+
+  private authorizePublish(client: UnsClient | null, packet: PublishPacket, cb: (e?: Error | null) => void): void {
+    const topic = packet.topic;
+    if (client === null) { cb(null); return; } // the broker's own publishes ($SYS)
+    const principal = client.uns;
+    if (!principal) { this.deny(client, 'UNS_ERR_NOT_AUTHORIZED', topic, 'not authenticated', cb); return; }
+    // '$' topics are the server's ($SYS/, $uns/ ...); clients may not publish into them [MQTT-4.7.2-1].
+    if (topic.charCodeAt(0) === 36) { this.deny(client, 'UNS_ERR_TOPIC_RESERVED', topic, 'reserved namespace', cb); return; }
+    const bad = validateTopicName(topic, { maxBytes: this.opts.limits.maxTopicBytes, maxLevels: this.opts.limits.maxTopicLevels });
+    if (bad !== null) { this.deny(client, 'UNS_ERR_TOPIC_INVALID', topic, bad, cb); return; }
+    if (!principal.perms.canWrite(topic)) { this.deny(client, 'UNS_ERR_NOT_AUTHORIZED', topic, `role may not write ${topic}`, cb); return; }
+
+    const record: InboundRecord = {
+      topic,
+      payload: packet.payload as Buffer,
+      source: {
+        protocol: 'mqtt', clientId: client.id, username: principal.username || undefined, packetId: packet.messageId,
+        qos: packet.qos, retain: packet.retain, dup: packet.dup,
+      },
+      receivedAt: Date.now(),
+    };
+    this.stats.held++;
+    this.opts.ingest(record, (outcome) => {
+      this.stats.held--;
+      if (outcome.error) { cb(outcome.error); return; }
+      const rej = outcome.rejection;
+      if (rej) {
+        // Acknowledged (it was received and recorded) but not delivered as data: it goes to the dead-letter topic.
+        this.stats.publishesRejected++;
+        const original = Buffer.from(record.payload);
+        packet.topic = REJECTED_PREFIX + topic;
+        packet.retain = false;
+        packet.payload = Buffer.from(JSON.stringify({
+          code: rej.code, reason: rej.reason, topic, clientId: client.id, receivedAt: new Date(record.receivedAt).toISOString(),
+          payloadBase64: original.subarray(0, 1024).toString('base64'), payloadBytes: original.length,
+        }));
+      }
+      cb(null);
+    });
+  }
+
+  private authorizeSubscribe(client: UnsClient, sub: Subscription, cb: (e: Error | null, s?: Subscription | null) => void): void {
+    const bad = validateTopicFilter(sub.topic, { maxBytes: this.opts.limits.maxTopicBytes, maxLevels: this.opts.limits.maxTopicLevels });
+    if (bad !== null || !client.uns?.perms.canSubscribe(sub.topic)) {
+      this.stats.subscribesDenied++;
+      this.log.info({ clientId: client.id, filter: sub.topic.slice(0, 200), reason: bad ?? 'not permitted' }, 'subscription refused');
+      cb(null, null); // SUBACK 0x80 for this filter [MQTT-3.9.3]
+      return;
+    }
+    cb(null, sub);
+  }
+
+  /** Hand a raw connection (TCP socket or WebSocket stream) to Aedes behind the frame guard. */
+  private accept(conn: Duplex, req?: IncomingMessage): void {
+    const guard = new FrameGuard(conn, this.opts.limits.maxPacketBytes, (code, detail) => {
+      bump(this.stats.frameViolations, code);
+      this.log.info({ code, detail, remote: (conn as { remoteAddress?: string }).remoteAddress }, 'connection closed by frame guard');
+    });
+    guard.on('error', () => undefined);
+    this.aedes.handle(guard, req);
+  }
+
+  async listenTcp(port: number, host: string): Promise<AddressInfo> {
+    // Nagle's algorithm holds small PUBACKs back for tens of ms; MQTT wants them out at once.
+    const server = createTcpServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.tcp = server;
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => { server.off('error', rej); res(); });
+    });
+    return server.address() as AddressInfo;
+  }
+
+  /** MQTT over WebSocket: call from the HTTP server's 'upgrade' for the configured path. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const stream = createWebSocketStream(ws);
+      stream.on('error', () => undefined);
+      this.accept(stream, req);
+    });
+  }
+
+  /** Put retained messages kept by the store back into the broker (start-up). */
+  async restoreRetained(rows: ReadonlyArray<{ topic: string; payload: Buffer; qos: number }>): Promise<void> {
+    const persistence = (this.aedes as unknown as { persistence: { storeRetained(p: AedesPublishPacket): Promise<void> } }).persistence;
+    for (const r of rows) {
+      await persistence.storeRetained({
+        cmd: 'publish', topic: r.topic, payload: r.payload, qos: r.qos as 0 | 1 | 2, retain: true, dup: false, brokerId: this.aedes.id, brokerCounter: 0,
+      } as AedesPublishPacket);
+    }
+  }
+
+  get connectedClients(): number {
+    return this.aedes.connectedClients;
+  }
+
+  async close(): Promise<void> {
+    // Stop accepting first; server.close() only completes once Aedes has closed the open connections.
+    const tcpClosed = this.tcp ? new Promise<void>((r) => this.tcp!.close(() => r())) : Promise.resolve();
+    for (const ws of this.wss.clients) ws.terminate();
+    this.wss.close();
+    await new Promise<void>((r) => this.aedes.close(() => r()));
+    await tcpClosed;
+  }
+}

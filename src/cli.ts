@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * uns-bridge command line: start the server, check a topics.yaml, hash a password.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadConfig } from './core/config.js';
+import { UnsError } from './core/errors.js';
+import { createLogger } from './core/log.js';
+import { loadTopics } from './core/topics.js';
+import { loadPayloadSchemas, assertSchemasExist } from './core/payload-schemas.js';
+import { schemasDir, packageRoot } from './core/paths.js';
+import { hashPassword } from './core/passwords.js';
+import { startServer } from './main.js';
+
+const HELP = `uns-bridge: Unified Namespace server (MQTT broker, validated ingest, PostgreSQL/TimescaleDB store)
+
+Usage:
+  uns-bridge start                   run the server (configuration from UNS_* variables, see README)
+  uns-bridge check [topics.yaml]     validate a namespace file and its payload schemas, then exit
+  uns-bridge hash-password [pw]      print a scrypt hash for topics.yaml users (reads stdin if no argument)
+  uns-bridge --help | --version
+
+Main variables: UNS_MQTT_PORT (1883), UNS_HTTP_PORT (8080), UNS_WS_PATH (/mqtt), UNS_DATA_DIR (./data),
+UNS_TOPICS (./topics.yaml), UNS_DATABASE_URL or DATABASE_URL (unset: embedded PostgreSQL under the data dir),
+UNS_ADMIN_USER / UNS_ADMIN_PASSWORD, UNS_JWT_SECRET, UNS_CONFIG (JSON or YAML file), UNS_LOG_LEVEL.
+`;
+
+function out(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function failWith(e: unknown): never {
+  const msg = e instanceof UnsError ? `${e.code}: ${e.message}` : `error: ${(e as Error).message ?? String(e)}`;
+  process.stderr.write(`${msg}\n`);
+  process.exit(e instanceof UnsError ? 2 : 1);
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      out(HELP);
+      return;
+    case '--version':
+    case '-v': {
+      const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+      out(pkg.version);
+      return;
+    }
+    case 'check': {
+      const file = rest[0] ?? loadConfig().topicsFile;
+      const ns = loadTopics(file);
+      const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
+      assertSchemasExist(ns, schemas);
+      out(`${file}: ok (${ns.levels.length} levels, ${ns.routes.length} routes, ${ns.roles.size} roles, ${ns.users.size} users)`);
+      return;
+    }
+    case 'hash-password': {
+      const pw = rest[0] ?? (await readStdin());
+      if (pw.length < 8) throw new UnsError('UNS_ERR_CONFIG_INVALID', 'password must have at least 8 characters');
+      out(await hashPassword(pw));
+      return;
+    }
+    case 'start': {
+      const config = loadConfig();
+      const log = createLogger(config.log.level);
+      const server = await startServer(config, log);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'shutting down');
+        server.stop().then(() => process.exit(0), (e: Error) => { log.error({ err: e.message }, 'shutdown failed'); process.exit(1); });
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      return;
+    }
+    default:
+      process.stderr.write(`unknown command '${cmd}'\n\n${HELP}`);
+      process.exit(64);
+  }
+}
+
+main(process.argv.slice(2)).catch(failWith);

@@ -1,0 +1,160 @@
+/**
+ * The only reader of process.env. Configuration is defaults -> optional file (UNS_CONFIG) -> environment,
+ * validated against schemas/config.schema.json, then deeply frozen. A bad value stops start-up with the
+ * key, the value and the reason.
+ */
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { parse as parseYaml } from 'yaml';
+import { UnsError } from './errors.js';
+import { packageRoot } from './paths.js';
+
+export interface Config {
+  readonly dataDir: string;
+  readonly topicsFile: string;
+  readonly mqtt: {
+    readonly host: string; readonly port: number; readonly wsPath: string; readonly maxPacketBytes: number;
+    readonly maxTopicBytes: number; readonly maxTopicLevels: number; readonly connectTimeoutMs: number; readonly keepaliveLimitS: number;
+  };
+  readonly http: { readonly host: string; readonly port: number };
+  readonly database: {
+    readonly url: string | null; readonly poolSize: number; readonly statementTimeoutMs: number;
+    readonly timescale: 'auto' | 'on' | 'off'; readonly compressAfter: string;
+  };
+  readonly store: {
+    readonly batchMaxItems: number; readonly batchMaxDelayMs: number; readonly maxConcurrentFlushes: number;
+    readonly highWaterItems: number; readonly lowWaterItems: number; readonly spoolMaxBytes: number;
+    readonly probeIntervalMs: number; readonly dupWindowMs: number; readonly retentionIntervalMs: number;
+  };
+  readonly payload: { readonly maxBytes: number; readonly maxDepth: number };
+  readonly auth: {
+    readonly adminUser: string | null; readonly adminPassword: string | null; readonly jwtSecret: string | null;
+    readonly jwtPublicKey: string | null; readonly jwtAlgorithms: readonly string[]; readonly jwtClockToleranceS: number;
+  };
+  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+}
+
+export const DEFAULTS: Config = {
+  dataDir: './data',
+  topicsFile: './topics.yaml',
+  mqtt: { host: '0.0.0.0', port: 1883, wsPath: '/mqtt', maxPacketBytes: 1_048_576, maxTopicBytes: 1024, maxTopicLevels: 32,
+    connectTimeoutMs: 5_000, keepaliveLimitS: 0 },
+  http: { host: '0.0.0.0', port: 8080 },
+  database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
+  store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
+    spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, dupWindowMs: 600_000, retentionIntervalMs: 3_600_000 },
+  payload: { maxBytes: 262_144, maxDepth: 32 },
+  auth: { adminUser: null, adminPassword: null, jwtSecret: null, jwtPublicKey: null, jwtAlgorithms: ['HS256'], jwtClockToleranceS: 5 },
+  log: { level: 'info' },
+};
+
+type Kind = 'string' | 'int' | 'nullable-string';
+
+/** Environment variables and the config keys they set. */
+export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: Kind]> = [
+  ['UNS_DATA_DIR', 'dataDir', 'string'],
+  ['UNS_TOPICS', 'topicsFile', 'string'],
+  ['UNS_MQTT_HOST', 'mqtt.host', 'string'],
+  ['UNS_MQTT_PORT', 'mqtt.port', 'int'],
+  ['UNS_WS_PATH', 'mqtt.wsPath', 'string'],
+  ['UNS_MQTT_MAX_PACKET_BYTES', 'mqtt.maxPacketBytes', 'int'],
+  ['UNS_HTTP_HOST', 'http.host', 'string'],
+  ['UNS_HTTP_PORT', 'http.port', 'int'],
+  ['DATABASE_URL', 'database.url', 'nullable-string'],
+  ['UNS_DATABASE_URL', 'database.url', 'nullable-string'],
+  ['UNS_TIMESCALE', 'database.timescale', 'string'],
+  ['UNS_ADMIN_USER', 'auth.adminUser', 'nullable-string'],
+  ['UNS_ADMIN_PASSWORD', 'auth.adminPassword', 'nullable-string'],
+  ['UNS_JWT_SECRET', 'auth.jwtSecret', 'nullable-string'],
+  ['UNS_JWT_PUBLIC_KEY', 'auth.jwtPublicKey', 'nullable-string'],
+  ['UNS_LOG_LEVEL', 'log.level', 'string'],
+];
+
+/** Keys whose values are never echoed in an error. */
+const SECRET_PATHS = new Set(['auth.adminPassword', 'auth.jwtSecret', 'database.url']);
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function merge(base: Obj, over: Obj): Obj {
+  const out: Obj = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = isObj(v) && isObj(base[k]) ? merge(base[k] as Obj, v) : v;
+  return out;
+}
+
+function setPath(obj: Obj, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let cur = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (!isObj(cur[k])) cur[k] = {};
+    cur = cur[k] as Obj;
+  }
+  cur[keys[keys.length - 1] as string] = value;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (isObj(o) || Array.isArray(o)) {
+    for (const v of Object.values(o as object)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+function fail(key: string, value: unknown, reason: string): never {
+  const shown = SECRET_PATHS.has(key) ? '<hidden>' : JSON.stringify(value);
+  throw new UnsError('UNS_ERR_CONFIG_INVALID', `${key}=${shown}: ${reason}`);
+}
+
+const validate = new Ajv2020({ allErrors: false, strict: true })
+  .compile(JSON.parse(readFileSync(join(packageRoot(), 'schemas', 'config.schema.json'), 'utf8')) as object);
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj = {}): Config {
+  let cfg = structuredClone(DEFAULTS) as unknown as Obj;
+  const origin = new Map<string, string>();
+
+  const file = env['UNS_CONFIG'];
+  if (file) {
+    let parsed: unknown;
+    try {
+      const text = readFileSync(file, 'utf8');
+      parsed = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+    } catch (e) {
+      fail('UNS_CONFIG', file, `cannot read config file: ${(e as Error).message}`);
+    }
+    if (!isObj(parsed)) fail('UNS_CONFIG', file, 'config file must hold an object');
+    cfg = merge(cfg, parsed);
+  }
+
+  for (const [name, path, kind] of ENV_KEYS) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    origin.set(path, name);
+    if (kind === 'int') {
+      if (!/^-?\d+$/.test(raw.trim())) fail(name, raw, 'must be an integer');
+      setPath(cfg, path, Number(raw.trim()));
+    } else {
+      setPath(cfg, path, raw);
+    }
+  }
+  cfg = merge(cfg, overrides);
+
+  if (!validate(cfg)) {
+    const err = validate.errors?.[0];
+    const path = (err?.instancePath ?? '').split('/').filter(Boolean).join('.');
+    let value: unknown = cfg;
+    for (const k of path.split('.').filter(Boolean)) value = isObj(value) ? value[k] : undefined;
+    const key = origin.get(path) ?? (path || '(root)');
+    const extra = err?.keyword === 'additionalProperties' ? ` '${String(err.params['additionalProperty'])}'` : '';
+    fail(key, value, `${err?.message ?? 'invalid'}${extra}`);
+  }
+  const c = cfg as unknown as Config;
+  if (c.store.lowWaterItems >= c.store.highWaterItems) fail('store.lowWaterItems', c.store.lowWaterItems, 'must be below store.highWaterItems');
+  if ((c.auth.adminUser === null) !== (c.auth.adminPassword === null)) {
+    fail(c.auth.adminUser === null ? 'UNS_ADMIN_USER' : 'UNS_ADMIN_PASSWORD', null, 'UNS_ADMIN_USER and UNS_ADMIN_PASSWORD go together');
+  }
+  return deepFreeze({ ...c, dataDir: resolve(c.dataDir), topicsFile: resolve(c.topicsFile) });
+}

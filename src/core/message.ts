@@ -1,0 +1,80 @@
+/**
+ * THE message type. The broker hands the bridge an InboundRecord; decode turns it into one immutable
+ * UnsMessage; every later stage takes a message and returns a message or a Rejection.
+ */
+import type { ErrorCode } from './errors.js';
+
+export type Encoding = 'json' | 'number' | 'string' | 'sparkplugb' | 'raw';
+
+/** OPC-style quality. Absent on the wire means good. */
+export type Quality = 'good' | 'uncertain' | 'bad';
+
+/** A JSON value as decoded exactly: integers beyond 2^53 are kept as bigint, never rounded. */
+export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** A point's value: a scalar, an exact big integer, raw bytes (encoding raw), or a JSON object/array. */
+export type Value = number | bigint | boolean | string | Uint8Array | JsonValue[] | { [key: string]: JsonValue } | null;
+
+/** One timestamped value of one topic. A Sparkplug payload yields one point per metric. */
+export interface Point {
+  readonly topic: string;
+  readonly value: Value;
+  /** Source time in epoch milliseconds (payload timestamp, else receive time). */
+  readonly timestamp: number;
+  readonly quality: Quality;
+  readonly unit?: string | undefined;
+}
+
+/** ISA-95 equipment path taken from the topic's leading levels, as named in topics.yaml. */
+export type Isa95Path = Readonly<Record<string, string>>;
+
+export interface Source {
+  readonly protocol: 'mqtt' | 'http';
+  readonly clientId: string;
+  readonly username?: string | undefined;
+  /** MQTT packet identifier (QoS > 0). */
+  readonly packetId?: number | undefined;
+  readonly qos: 0 | 1 | 2;
+  readonly retain: boolean;
+  /** MQTT DUP flag: a possible redelivery [MQTT-3.3.1-1]. */
+  readonly dup: boolean;
+}
+
+/** What the broker hands over: bytes plus transport facts. No decoding has happened yet. */
+export interface InboundRecord {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly source: Source;
+  /** Epoch milliseconds. */
+  readonly receivedAt: number;
+}
+
+export interface UnsMessage {
+  readonly id: string;
+  readonly topic: string;
+  readonly path: Isa95Path | null;
+  readonly encoding: Encoding;
+  /** Name of the topics.yaml route that matched. */
+  readonly route: string;
+  readonly points: readonly Point[];
+  readonly source: Source;
+  readonly receivedAt: number;
+  /** Persist to the store (route's `store`). */
+  readonly store: boolean;
+}
+
+export interface Rejection {
+  readonly code: ErrorCode;
+  readonly topic: string;
+  readonly reason: string;
+}
+
+export type StageResult = UnsMessage | Rejection;
+
+export function isRejection(r: unknown): r is Rejection {
+  return typeof r === 'object' && r !== null && 'code' in r && 'reason' in r && !('points' in r);
+}
+
+export function rejection(code: ErrorCode, topic: string, reason: string): Rejection {
+  return { code, topic, reason };
+}

@@ -1,0 +1,602 @@
+/**
+ * The namespace model: topics.yaml, loaded once at start-up, validated against schemas/topics.schema.json
+ * and then by meaning (filters, names, references), and handed out as frozen data plus two hot-path
+ * methods: matchRoute and checkLevels. Loading throws UnsError('UNS_ERR_TOPICS_INVALID') naming the file,
+ * line, column and key path of every problem; the returned methods never throw.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
+import { UnsError } from './errors.js';
+import type { Encoding, Isa95Path } from './message.js';
+import { schemasDir } from './paths.js';
+import { DEFAULT_MATCH_CACHE_SIZE, TopicMatcher, filterCovers, validateTopicFilter } from './topic-filter.js';
+
+export interface LevelSpec {
+  readonly name: string;
+  /** The only names the level may take, when topics.yaml lists them. */
+  readonly allowed?: ReadonlySet<string>;
+  /** The level's pattern, anchored: the whole level must match. */
+  readonly pattern?: RegExp;
+  readonly description?: string;
+}
+
+export interface RouteSpec {
+  readonly name: string;
+  readonly filter: string;
+  readonly encoding: Encoding;
+  /** Id of the payload JSON Schema (schemas/payloads/<id>.schema.json). */
+  readonly schema?: string;
+  readonly store: boolean;
+  /** Retention in milliseconds, parsed from `retention`. */
+  readonly retentionMs?: number;
+  /** Retention as written in topics.yaml, e.g. '90d'. */
+  readonly retention?: string;
+  readonly unit?: string;
+  readonly deadband?: number;
+  /** Check the topic's leading levels against `levels`. */
+  readonly isa95: boolean;
+  readonly description?: string;
+}
+
+export interface RoleSpec {
+  /** Filters the role may subscribe to. */
+  readonly read: readonly string[];
+  /** Filters the role may publish to. */
+  readonly write: readonly string[];
+  readonly description?: string;
+}
+
+export interface UserSpec {
+  readonly username: string;
+  /** scrypt hash made by `uns-bridge hash-password`. */
+  readonly passwordHash: string;
+  readonly roles: readonly string[];
+  readonly description?: string;
+}
+
+export type LevelCheck = { readonly path: Isa95Path } | { readonly reason: string };
+
+export interface Namespace {
+  /** The file it was loaded from ('<inline>' for namespaceFromObject). */
+  readonly file: string;
+  readonly version: 1;
+  readonly levels: readonly LevelSpec[];
+  /** In topics.yaml order; the first match wins. */
+  readonly routes: readonly RouteSpec[];
+  readonly roles: ReadonlyMap<string, RoleSpec>;
+  /** Keyed by username. */
+  readonly users: ReadonlyMap<string, UserSpec>;
+  readonly anonymousRole: string | null;
+  /** The first route whose filter matches the topic. Never throws. */
+  matchRoute(topic: string): RouteSpec | undefined;
+  /** Checks the topic's leading levels against `levels`. Never throws. */
+  checkLevels(topic: string): LevelCheck;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Durations
+
+const UNIT_MS: Readonly<Record<string, number>> = {
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+  y: 31_536_000_000, // 365 days: retention is a policy, not a calendar
+};
+
+/** Parses `<n>(s|m|h|d|w|y)` (y = 365 days) into milliseconds; null if malformed or beyond 2^53. */
+export function parseDuration(text: string): number | null {
+  const m = /^([0-9]{1,15})([smhdwy])$/.exec(text);
+  if (m === null) return null;
+  const ms = Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  return Number.isSafeInteger(ms) ? ms : null;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Problems and where they are
+
+type PathSeg = string | number;
+
+interface Problem {
+  readonly path: readonly PathSeg[];
+  /** Point at the key (e.g. an unknown property) or at the value. */
+  readonly at: 'key' | 'value';
+  readonly message: string;
+}
+
+interface Position {
+  readonly line: number;
+  readonly col: number;
+}
+
+type Locator = (path: readonly PathSeg[], at: 'key' | 'value') => Position | null;
+
+const NO_SOURCE: Locator = () => null;
+
+/** Most problems worth listing at once; past this the file is probably not a topics.yaml at all. */
+const MAX_REPORTED = 50;
+
+function formatPath(path: readonly PathSeg[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+function fail(file: string, problems: readonly Problem[], locate: Locator): never {
+  const located = problems.map((p) => ({ p, pos: locate(p.path, p.at) }));
+  located.sort((a, b) => (a.pos?.line ?? 0) - (b.pos?.line ?? 0) || (a.pos?.col ?? 0) - (b.pos?.col ?? 0));
+  const lines: string[] = [];
+  for (const { p, pos } of located) {
+    const where = pos === null ? file : `${file}:${pos.line}:${pos.col}`;
+    const key = formatPath(p.path);
+    const line = key === '' ? `${where} ${p.message}` : `${where} ${key}: ${p.message}`;
+    if (!lines.includes(line)) lines.push(line);
+  }
+  const shown = lines.slice(0, MAX_REPORTED);
+  if (lines.length > MAX_REPORTED) shown.push(`... and ${lines.length - MAX_REPORTED} more`);
+  throw new UnsError('UNS_ERR_TOPICS_INVALID', shown.join('\n'));
+}
+
+function positionOf(lineCounter: LineCounter, offset: number): Position {
+  const { line, col } = lineCounter.linePos(offset);
+  // line 0 means no newline was seen before the offset, i.e. the first line.
+  return { line: Math.max(line, 1), col: Math.max(col, 1) };
+}
+
+/** Maps a key path to the YAML node it came from: the deepest node that exists on the path. */
+function yamlLocator(doc: Document, lineCounter: LineCounter): Locator {
+  return (path, at) => {
+    let node: unknown = doc.contents;
+    let best: Node | null = isNode(node) ? node : null;
+    let keyNode: Node | null = null;
+    let resolved = true;
+    for (const seg of path) {
+      keyNode = null;
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(seg));
+        if (pair === undefined) {
+          resolved = false;
+          break;
+        }
+        keyNode = isNode(pair.key) ? pair.key : null;
+        node = pair.value;
+      } else if (isSeq(node) && typeof seg === 'number') {
+        node = node.items[seg];
+      } else {
+        resolved = false;
+        break;
+      }
+      if (isNode(node) && node.range) best = node;
+      else if (keyNode !== null) best = keyNode; // `key:` with no value
+    }
+    const chosen = at === 'key' && resolved && keyNode !== null ? keyNode : best;
+    return positionOf(lineCounter, chosen?.range?.[0] ?? 0);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Schema validation
+
+let topicsValidator: ValidateFunction | undefined;
+
+function getTopicsValidator(): ValidateFunction {
+  if (topicsValidator === undefined) {
+    const file = join(schemasDir(), 'topics.schema.json');
+    try {
+      const schema: unknown = JSON.parse(readFileSync(file, 'utf8'));
+      // verbose: errors carry parentSchema, used to list the allowed keys of an object.
+      const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true, verbose: true });
+      topicsValidator = ajv.compile(schema as object);
+    } catch (err) {
+      throw new UnsError('UNS_ERR_TOPICS_INVALID', `cannot load ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  return topicsValidator;
+}
+
+function pointerToPath(instancePath: string, data: unknown): PathSeg[] {
+  if (instancePath === '') return [];
+  const out: PathSeg[] = [];
+  let cur: unknown = data;
+  for (const raw of instancePath.slice(1).split('/')) {
+    const seg = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (Array.isArray(cur)) {
+      const i = Number(seg);
+      out.push(i);
+      cur = cur[i];
+    } else {
+      out.push(seg);
+      cur = typeof cur === 'object' && cur !== null ? (cur as Record<string, unknown>)[seg] : undefined;
+    }
+  }
+  return out;
+}
+
+/** Messages for patterns whose regex would tell a reader little. */
+const PATTERN_HINTS: Readonly<Record<string, string>> = {
+  retention: 'must be a duration: a positive whole number and a unit s, m, h, d, w or y (e.g. 30d)',
+  passwordHash: 'must be an scrypt hash made by `uns-bridge hash-password`',
+};
+
+function describeAjvError(e: ErrorObject, data: unknown): Problem | null {
+  const path = pointerToPath(e.instancePath, data);
+  const params = e.params as Record<string, unknown>;
+  // An error inside `propertyNames` is about a key of the object, not its value.
+  if (e.propertyName !== undefined) {
+    return { path: [...path, e.propertyName], at: 'key', message: `invalid name: ${e.message ?? 'is invalid'}` };
+  }
+  switch (e.keyword) {
+    case 'propertyNames':
+      return null; // the wrapper of the error above
+    case 'required':
+      return { path: [...path, String(params['missingProperty'])], at: 'value', message: 'is required' };
+    case 'additionalProperties': {
+      const props = (e.parentSchema as { properties?: Record<string, unknown> } | undefined)?.properties;
+      const allowed = props === undefined ? '' : `; expected one of ${Object.keys(props).join(', ')}`;
+      return { path: [...path, String(params['additionalProperty'])], at: 'key', message: `unknown key${allowed}` };
+    }
+    case 'enum':
+      return { path, at: 'value', message: `must be one of ${(params['allowedValues'] as unknown[]).join(', ')}` };
+    case 'const':
+      return { path, at: 'value', message: `must be ${JSON.stringify(params['allowedValue'])}` };
+    case 'type': {
+      const expected = String(params['type']).split(',').join(' or ');
+      const t = typeof e.data;
+      const hint = expected.includes('string') && (t === 'number' || t === 'boolean') ? ' (quote it in YAML)' : '';
+      return { path, at: 'value', message: `must be ${expected}${hint}` };
+    }
+    case 'pattern': {
+      const last = path[path.length - 1];
+      const hint = typeof last === 'string' ? PATTERN_HINTS[last] : undefined;
+      return { path, at: 'value', message: hint ?? `must match /${String(params['pattern'])}/` };
+    }
+    case 'not':
+      // The only `not` in the schema: a level is either a list of names or a pattern.
+      return { path, at: 'value', message: 'set either `allowed` or `pattern`, not both' };
+    case 'uniqueItems': {
+      const i = Number(params['i']);
+      const j = Number(params['j']);
+      return { path: [...path, Math.max(i, j)], at: 'value', message: `duplicate of item [${Math.min(i, j)}]` };
+    }
+    default:
+      return { path, at: 'value', message: e.message ?? 'is invalid' };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The shape topics.yaml has once it matches the schema
+
+interface RawLevel {
+  name: string;
+  allowed?: string[];
+  pattern?: string;
+  description?: string;
+}
+
+interface RawRoute {
+  name: string;
+  filter: string;
+  encoding: Encoding;
+  schema?: string;
+  store?: boolean;
+  retention?: string;
+  unit?: string;
+  deadband?: number;
+  isa95?: boolean;
+  description?: string;
+}
+
+interface RawRole {
+  read?: string[];
+  write?: string[];
+  description?: string;
+}
+
+interface RawUser {
+  username: string;
+  passwordHash: string;
+  roles: string[];
+  description?: string;
+}
+
+interface RawTopics {
+  version: 1;
+  levels: RawLevel[];
+  routes: RawRoute[];
+  roles?: Record<string, RawRole>;
+  users?: RawUser[];
+  anonymous?: string | null;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Levels
+
+/** A level's rule as a function: null when the value passes, else the reason. */
+type LevelRule = (value: string) => string | null;
+
+const MAX_LISTED = 10;
+
+function levelRule(spec: LevelSpec): LevelRule {
+  const { name, allowed, pattern } = spec;
+  if (allowed !== undefined) {
+    const names = [...allowed];
+    const list = names.slice(0, MAX_LISTED).join(', ') + (names.length > MAX_LISTED ? ', ...' : '');
+    return (value) =>
+      value === '' ? `level ${name} is empty` : allowed.has(value) ? null : `level ${name}: ${JSON.stringify(value)} is not one of ${list}`;
+  }
+  if (pattern !== undefined) {
+    return (value) =>
+      value === '' ? `level ${name} is empty` : pattern.test(value) ? null : `level ${name}: ${JSON.stringify(value)} does not match ${pattern.source}`;
+  }
+  // An empty level (acme//line1) names no equipment, whatever the level accepts.
+  return (value) => (value === '' ? `level ${name} is empty` : null);
+}
+
+function makeCheckLevels(levels: readonly LevelSpec[]): (topic: string) => LevelCheck {
+  const rules = levels.map(levelRule);
+  const names = levels.map((l) => l.name);
+  const n = levels.length;
+  const cache = new Map<string, LevelCheck>();
+  const compute = (topic: string): LevelCheck => {
+    const path: Record<string, string> = {};
+    let pos = 0; // start of the next topic level; length + 1 once all are consumed
+    for (let i = 0; i < n; i++) {
+      if (pos > topic.length) {
+        return { reason: `level ${names[i]} is missing: the topic has ${i} level(s), the namespace needs ${n} (${names.join('/')})` };
+      }
+      let end = topic.indexOf('/', pos);
+      if (end === -1) end = topic.length;
+      const value = topic.slice(pos, end);
+      const why = (rules[i] as LevelRule)(value);
+      if (why !== null) return { reason: why };
+      path[names[i] as string] = value;
+      pos = end + 1;
+    }
+    return { path: Object.freeze(path) };
+  };
+  return (topic) => {
+    let result = cache.get(topic);
+    if (result === undefined) {
+      result = Object.freeze(compute(topic));
+      // Same bound and policy as the route matcher: the topic set is large but recurring.
+      if (cache.size >= DEFAULT_MATCH_CACHE_SIZE) cache.clear();
+      cache.set(topic, result);
+    }
+    return result;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Building the namespace
+
+function deepFreeze<T>(value: T): T {
+  // Only plain objects and arrays: a frozen RegExp, Set or Map would still work but says nothing.
+  if (Array.isArray(value)) {
+    for (const v of value) deepFreeze(v);
+    Object.freeze(value);
+  } else if (typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function build(data: unknown, file: string, locate: Locator): Namespace {
+  const validate = getTopicsValidator();
+  if (!validate(data)) {
+    const problems: Problem[] = [];
+    for (const e of validate.errors ?? []) {
+      const p = describeAjvError(e, data);
+      if (p !== null) problems.push(p);
+    }
+    fail(file, problems, locate);
+  }
+  const raw = data as RawTopics;
+  const problems: Problem[] = [];
+  const add = (path: readonly PathSeg[], message: string, at: 'key' | 'value' = 'value'): void => {
+    problems.push({ path, at, message });
+  };
+
+  // Levels
+  const levels: LevelSpec[] = [];
+  const levelIndex = new Map<string, number>();
+  raw.levels.forEach((lv, i) => {
+    const seen = levelIndex.get(lv.name);
+    if (seen !== undefined) add(['levels', i, 'name'], `duplicate level name (also levels[${seen}])`);
+    else levelIndex.set(lv.name, i);
+    const spec: { -readonly [K in keyof LevelSpec]: LevelSpec[K] } = { name: lv.name };
+    if (lv.allowed !== undefined) spec.allowed = new Set(lv.allowed);
+    if (lv.pattern !== undefined) {
+      try {
+        // Compile the pattern alone first: wrapped, an unbalanced `a)|(b` would compile into an
+        // unanchored alternation instead of failing.
+        new RegExp(lv.pattern, 'u');
+        spec.pattern = new RegExp(`^(?:${lv.pattern})$`, 'u');
+      } catch (err) {
+        add(['levels', i, 'pattern'], `not a valid regular expression: ${(err as Error).message}`);
+      }
+    }
+    if (lv.description !== undefined) spec.description = lv.description;
+    levels.push(spec);
+  });
+  const rules = levels.map(levelRule);
+
+  // Routes
+  const routes: RouteSpec[] = [];
+  const routeIndex = new Map<string, number>();
+  const validFilters: { index: number; name: string; filter: string }[] = [];
+  raw.routes.forEach((r, i) => {
+    const seen = routeIndex.get(r.name);
+    if (seen !== undefined) add(['routes', i, 'name'], `duplicate route name (also routes[${seen}])`);
+    else routeIndex.set(r.name, i);
+
+    const isa95 = r.isa95 ?? r.encoding !== 'sparkplugb';
+    const why = validateTopicFilter(r.filter);
+    if (why !== null) {
+      add(['routes', i, 'filter'], `invalid topic filter: ${why}`);
+    } else {
+      // First match wins, so a route behind one that covers its filter can never be reached.
+      const shadow = validFilters.find((f) => filterCovers(f.filter, r.filter));
+      if (shadow !== undefined) {
+        add(['routes', i, 'filter'], `never matches: route ${shadow.name} (routes[${shadow.index}]) comes first and covers ${r.filter}`);
+      }
+      validFilters.push({ index: i, name: r.name, filter: r.filter });
+      if (isa95) checkFilterAgainstLevels(r.filter, levels, rules, (msg) => add(['routes', i, 'filter'], msg));
+    }
+
+    const route: { -readonly [K in keyof RouteSpec]: RouteSpec[K] } = {
+      name: r.name,
+      filter: r.filter,
+      encoding: r.encoding,
+      store: r.store ?? true,
+      isa95,
+    };
+    if (r.schema !== undefined) route.schema = r.schema;
+    if (r.retention !== undefined) {
+      const ms = parseDuration(r.retention);
+      if (ms === null || ms <= 0) add(['routes', i, 'retention'], PATTERN_HINTS['retention'] as string);
+      else route.retentionMs = ms;
+      route.retention = r.retention;
+    }
+    if (r.unit !== undefined) route.unit = r.unit;
+    if (r.deadband !== undefined) route.deadband = r.deadband;
+    if (r.description !== undefined) route.description = r.description;
+    routes.push(route);
+  });
+
+  // Roles
+  const roles = new Map<string, RoleSpec>();
+  for (const [name, role] of Object.entries(raw.roles ?? {})) {
+    for (const kind of ['read', 'write'] as const) {
+      (role[kind] ?? []).forEach((filter, k) => {
+        const bad = validateTopicFilter(filter);
+        if (bad !== null) add(['roles', name, kind, k], `invalid topic filter: ${bad}`);
+      });
+    }
+    const spec: { -readonly [K in keyof RoleSpec]: RoleSpec[K] } = { read: [...(role.read ?? [])], write: [...(role.write ?? [])] };
+    if (role.description !== undefined) spec.description = role.description;
+    roles.set(name, spec);
+  }
+
+  // Users
+  const users = new Map<string, UserSpec>();
+  const userIndex = new Map<string, number>();
+  (raw.users ?? []).forEach((u, i) => {
+    const seen = userIndex.get(u.username);
+    if (seen !== undefined) add(['users', i, 'username'], `duplicate username (also users[${seen}])`);
+    else userIndex.set(u.username, i);
+    u.roles.forEach((role, k) => {
+      if (!roles.has(role)) add(['users', i, 'roles', k], `unknown role ${JSON.stringify(role)}${knownRoles(roles)}`);
+    });
+    const spec: { -readonly [K in keyof UserSpec]: UserSpec[K] } = {
+      username: u.username,
+      passwordHash: u.passwordHash,
+      roles: [...u.roles],
+    };
+    if (u.description !== undefined) spec.description = u.description;
+    if (seen === undefined) users.set(u.username, spec);
+  });
+
+  const anonymousRole = raw.anonymous ?? null;
+  if (anonymousRole !== null && !roles.has(anonymousRole)) {
+    add(['anonymous'], `unknown role ${JSON.stringify(anonymousRole)}${knownRoles(roles)}`);
+  }
+
+  if (problems.length > 0) fail(file, problems, locate);
+
+  deepFreeze(levels);
+  deepFreeze(routes);
+  for (const r of roles.values()) deepFreeze(r);
+  for (const u of users.values()) deepFreeze(u);
+
+  const matcher = new TopicMatcher<RouteSpec>(routes.map((r) => [r.filter, r] as const));
+  const checkLevels = makeCheckLevels(levels);
+  return Object.freeze({
+    file,
+    version: 1 as const,
+    levels,
+    routes,
+    roles: roles as ReadonlyMap<string, RoleSpec>,
+    users: users as ReadonlyMap<string, UserSpec>,
+    anonymousRole,
+    matchRoute: (topic: string) => matcher.match(topic),
+    checkLevels,
+  });
+}
+
+function knownRoles(roles: ReadonlyMap<string, RoleSpec>): string {
+  return roles.size === 0 ? ' (no roles are defined)' : ` (defined: ${[...roles.keys()].join(', ')})`;
+}
+
+/**
+ * For an isa95 route, the filter's literal leading levels must be able to pass the level rules, and the
+ * filter must reach every level; otherwise every topic it routes would be rejected.
+ */
+function checkFilterAgainstLevels(
+  filter: string,
+  levels: readonly LevelSpec[],
+  rules: readonly LevelRule[],
+  report: (message: string) => void,
+): void {
+  const parts = filter.split('/');
+  for (let i = 0; i < levels.length; i++) {
+    const part = parts[i];
+    if (part === '#') return;
+    if (part === undefined) {
+      report(`has ${parts.length} level(s) but isa95 needs at least ${levels.length} (${levels.map((l) => l.name).join('/')}); set isa95: false or extend the filter`);
+      return;
+    }
+    if (part === '+') continue;
+    const why = (rules[i] as LevelRule)(part);
+    if (why !== null) {
+      report(`can never pass the ISA-95 check: ${why}`);
+      return;
+    }
+  }
+}
+
+/**
+ * Loads and checks a topics.yaml. Throws UnsError('UNS_ERR_TOPICS_INVALID') listing every problem as
+ * `<file>:<line>:<col> <key path>: <what is wrong>`.
+ */
+export function loadTopics(file: string): Namespace {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UnsError('UNS_ERR_TOPICS_INVALID', `${file}: cannot read: ${(err as Error).message}`, { cause: err });
+  }
+  const lineCounter = new LineCounter();
+  // prettyErrors off: positions come from our LineCounter, messages stay one line.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const lines = doc.errors.map((e) => {
+      const pos = positionOf(lineCounter, e.pos[0]);
+      return `${file}:${pos.line}:${pos.col} YAML: ${e.message.split('\n')[0]}`;
+    });
+    throw new UnsError('UNS_ERR_TOPICS_INVALID', lines.join('\n'));
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS();
+  } catch (err) {
+    // e.g. too many alias expansions (a "billion laughs" document)
+    throw new UnsError('UNS_ERR_TOPICS_INVALID', `${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (data === null || data === undefined) {
+    throw new UnsError('UNS_ERR_TOPICS_INVALID', `${file}:1:1 the file is empty: expected version, levels and routes`);
+  }
+  return build(data, file, yamlLocator(doc, lineCounter));
+}
+
+/** The same checks as loadTopics on an already-parsed object; problems carry key paths, not lines. */
+export function namespaceFromObject(obj: unknown, file = '<inline>'): Namespace {
+  return build(obj, file, NO_SOURCE);
+}

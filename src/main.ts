@@ -1,0 +1,165 @@
+/**
+ * Composition root: the only file that wires broker, bridge and API together.
+ */
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Config } from './core/config.js';
+import { createLogger, type Logger } from './core/log.js';
+import { loadTopics, type Namespace } from './core/topics.js';
+import { loadPayloadSchemas, assertSchemasExist } from './core/payload-schemas.js';
+import { schemasDir } from './core/paths.js';
+import { hashPassword } from './core/passwords.js';
+import { parseDuration } from './core/topics.js';
+import { UnsError } from './core/errors.js';
+import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
+import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, startPostgres, type PostgresProcess } from '../bridge/index.js';
+import { createApp, type ReadinessReport } from './api/index.js';
+
+export interface RunningServer {
+  readonly config: Config;
+  readonly mqttPort: number;
+  readonly httpPort: number;
+  readonly databaseUrl: string;
+  readonly broker: UnsBroker;
+  readonly pipeline: Pipeline;
+  readonly writer: StoreWriter;
+  readonly store: PgStore;
+  readonly namespace: Namespace;
+  readiness(): ReadinessReport;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
+  // Start-up throws early and clearly; nothing below runs with a bad namespace.
+  const namespace = loadTopics(config.topicsFile);
+  const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
+  assertSchemasExist(namespace, schemas);
+  if (config.auth.adminUser !== null && !namespace.roles.has('admin')) {
+    throw new UnsError('UNS_ERR_CONFIG_INVALID', `UNS_ADMIN_USER is set but ${namespace.file} defines no 'admin' role`);
+  }
+
+  let pgProcess: PostgresProcess | null = null;
+  let databaseUrl = config.database.url;
+  if (databaseUrl === null) {
+    pgProcess = await startPostgres({ dataDir: join(config.dataDir, 'pg'), log: log.child({ component: 'embedded-postgres' }) });
+    databaseUrl = pgProcess.url;
+  }
+
+  const retentions = namespace.routes.filter((r) => r.store && r.retentionMs !== undefined);
+  const storedRoutes = namespace.routes.filter((r) => r.store);
+  const dropAfterMs = storedRoutes.length > 0 && storedRoutes.every((r) => r.retentionMs !== undefined)
+    ? Math.max(...storedRoutes.map((r) => r.retentionMs as number)) : null;
+  const store = new PgStore({
+    url: databaseUrl, poolSize: config.database.poolSize, statementTimeoutMs: config.database.statementTimeoutMs,
+    timescale: config.database.timescale, log: log.child({ component: 'store' }),
+    timescalePolicy: { compressAfterMs: parseDuration(config.database.compressAfter) ?? 7 * 86_400_000, dropAfterMs },
+  });
+
+  const users = new Map<string, UserRecord>();
+  for (const u of namespace.users.values()) users.set(u.username, u);
+  const adminHash = config.auth.adminUser !== null && config.auth.adminPassword !== null ? await hashPassword(config.auth.adminPassword) : null;
+  if (adminHash !== null && config.auth.adminUser !== null) users.set(config.auth.adminUser, { username: config.auth.adminUser, passwordHash: adminHash, roles: ['admin'] });
+
+  // The database may be down at start-up: the server still starts (degraded, spooling) and opens the
+  // store when it returns, rather than crash-looping.
+  let storeOpen = false;
+  const openStore = async (): Promise<void> => {
+    if (storeOpen) return;
+    await store.open();
+    if (adminHash !== null && config.auth.adminUser !== null) await store.upsertUser(config.auth.adminUser, adminHash, ['admin']);
+    for (const u of await store.loadUsers()) if (!namespace.users.has(u.username)) users.set(u.username, u);
+    storeOpen = true;
+  };
+  const realPing = store.ping.bind(store);
+  store.ping = async () => { await openStore(); await realPing(); };
+
+  const spool = new Spool(join(config.dataDir, 'spool'), config.store.spoolMaxBytes);
+  const writer = new StoreWriter(store, spool, { ...config.store, log: log.child({ component: 'writer' }) });
+  const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
+  const pipeline = new Pipeline({
+    namespace, schemas, sparkplug, writer, store, limits: config.payload, dupWindowMs: config.store.dupWindowMs,
+    log: log.child({ component: 'pipeline' }),
+  });
+  const acl = new AccessControl(namespace.roles);
+  const auth = new Authenticator({
+    users: () => users, anonymousRole: namespace.anonymousRole, acl,
+    jwt: { secret: config.auth.jwtSecret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
+  });
+  const broker = await UnsBroker.create({ limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }) });
+
+  let retainedRestored = false;
+  const restoreRetained = async (): Promise<void> => {
+    if (retainedRestored) return;
+    await broker.restoreRetained(await store.loadRetained());
+    retainedRestored = true;
+  };
+  try {
+    await openStore();
+    await restoreRetained();
+  } catch (e) {
+    if (e instanceof UnsError) throw e;
+    log.error({ err: (e as Error).message }, 'database unreachable at start-up: starting degraded, spooling to disk');
+    writer.markUnavailable(e as Error);
+  }
+  writer.on('state', (s) => {
+    if (s === 'healthy') restoreRetained().catch((e: Error) => log.warn({ err: e.message }, 'could not restore retained messages'));
+  });
+  writer.start();
+
+  let stopping = false;
+  const readiness = (): ReadinessReport => {
+    const w = writer.stats;
+    const degraded = w.state !== 'healthy' || !storeOpen;
+    return {
+      ready: !degraded && !stopping,
+      status: stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
+      checks: {
+        database: { state: w.state, timescale: store.timescale.enabled, lastError: degraded ? w.lastError : null },
+        broker: { clients: broker.connectedClients, held: broker.stats.held },
+        backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
+      },
+    };
+  };
+
+  const app = createApp({ readiness, log: log.child({ component: 'api' }) });
+  const http: HttpServer = createServer(app);
+  http.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path === config.mqtt.wsPath) broker.handleUpgrade(req, socket, head);
+    else socket.destroy();
+  });
+  await new Promise<void>((res, rej) => {
+    http.once('error', rej);
+    http.listen(config.http.port, config.http.host, () => { http.off('error', rej); res(); });
+  });
+  const mqttAddr = await broker.listenTcp(config.mqtt.port, config.mqtt.host);
+  const httpPort = (http.address() as AddressInfo).port;
+
+  const retentionTimer = setInterval(() => {
+    if (!storeOpen || writer.state !== 'healthy' || retentions.length === 0) return;
+    store.applyRetention(retentions.map((r) => ({ name: r.name, retentionMs: r.retentionMs as number })))
+      .then((n) => { if (n > 0) log.info({ deleted: n }, 'retention applied'); }, (e: Error) => log.warn({ err: e.message }, 'retention failed'));
+  }, config.store.retentionIntervalMs);
+  retentionTimer.unref();
+
+  log.info({ mqtt: mqttAddr.port, http: httpPort, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
+    'uns-bridge started');
+
+  return {
+    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, readiness,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(retentionTimer);
+      await broker.close();
+      http.closeAllConnections();
+      await new Promise<void>((r) => http.close(() => r()));
+      await writer.close();
+      await store.close().catch(() => undefined);
+      if (pgProcess && !pgProcess.adopted) await pgProcess.stop();
+      else if (pgProcess) await pgProcess.stop();
+      log.info('uns-bridge stopped');
+    },
+  };
+}
