@@ -104,8 +104,9 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-function fail(key: string, value: unknown, reason: string): never {
-  const shown = SECRET_PATHS.has(key) ? '<hidden>' : JSON.stringify(value);
+function fail(key: string, value: unknown, reason: string, path = key): never {
+  const secret = SECRET_PATHS.has(path) || ENV_KEYS.some(([env, p]) => env === key && SECRET_PATHS.has(p));
+  const shown = secret ? '<hidden>' : JSON.stringify(value);
   throw new UnsError('UNS_ERR_CONFIG_INVALID', `${key}=${shown}: ${reason}`);
 }
 
@@ -149,7 +150,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj 
     for (const k of path.split('.').filter(Boolean)) value = isObj(value) ? value[k] : undefined;
     const key = origin.get(path) ?? (path || '(root)');
     const extra = err?.keyword === 'additionalProperties' ? ` '${String(err.params['additionalProperty'])}'` : '';
-    fail(key, value, `${err?.message ?? 'invalid'}${extra}`);
+    fail(key, value, `${err?.message ?? 'invalid'}${extra}`, path);
   }
   const c = cfg as unknown as Config;
   if (c.store.lowWaterItems >= c.store.highWaterItems) fail('store.lowWaterItems', c.store.lowWaterItems, 'must be below store.highWaterItems');
