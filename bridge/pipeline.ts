@@ -33,6 +33,8 @@ export interface PipelineStats {
   rejected: Partial<Record<ErrorCode, number>>;
   duplicatesDropped: number;
   deadbandSkipped: number;
+  /** QoS 0 publishes held because the store was behind: their publishers' sockets stop being read. */
+  backpressureHolds: number;
   sparkplugWarnings: number;
 }
 
@@ -61,11 +63,15 @@ function hasBigint(doc: JsonValue): boolean {
 }
 
 export class Pipeline {
-  readonly stats: PipelineStats = { accepted: 0, rejected: {}, duplicatesDropped: 0, deadbandSkipped: 0, sparkplugWarnings: 0 };
+  readonly stats: PipelineStats = { accepted: 0, rejected: {}, duplicatesDropped: 0, deadbandSkipped: 0, backpressureHolds: 0, sparkplugWarnings: 0 };
   private readonly listeners: MessageListener[] = [];
   private readonly lastStored = new Map<string, number>();
   /** Redelivery keys of items queued but not yet durable. */
   private readonly pendingKeys = new Set<string>();
+  /** Message id -> state key whose snapshot must be written with that message. */
+  private readonly stateChanges = new Map<string, string>();
+  /** Revisions grow across restarts too: start from the clock. */
+  private stateRev = Date.now() * 1000;
   private readonly log: Logger;
 
   constructor(private readonly opts: PipelineOptions) {
@@ -89,13 +95,18 @@ export class Pipeline {
       return;
     }
     this.stats.accepted++;
+    const stateKey = this.stateChanges.get(result.id);
+    if (stateKey !== undefined) this.stateChanges.delete(result.id);
     for (const l of this.listeners) l(result);
     if (!result.store) { this.release(record, done, {}); return; }
     const points = this.applyDeadband(result);
     const msg = points === result.points ? result : { ...result, points };
     const src = redeliveryKey(record);
-    const item = messageToItem(msg, record, src);
-    if (item.samples.length === 0 && !item.retained) { this.release(record, done, {}); return; }
+    let item = messageToItem(msg, record, src);
+    if (stateKey !== undefined) {
+      item = { ...item, state: { key: stateKey, rev: this.stateRev++, value: JSON.stringify(this.opts.sparkplug.snapshot()) } };
+    }
+    if (item.samples.length === 0 && !item.retained && !item.state) { this.release(record, done, {}); return; }
     if (record.source.dup && src !== null) { this.submitRedelivery(record, item, src, done); return; }
     this.submit(record, item, src, done, {});
   };
@@ -114,12 +125,15 @@ export class Pipeline {
     }
     let points: readonly Point[];
     let document: JsonValue | undefined;
+    let sparkplugChanged = false;
     if (route.encoding === 'sparkplugb') {
       const r = this.opts.sparkplug.decode(topic, record.payload, record.receivedAt);
       if (isRejection(r)) return r;
       if (r.kind !== 'metrics') points = [];
       else {
         points = r.points;
+        // Births and deaths change the alias tables a restart must get back.
+        sparkplugChanged = r.birth !== undefined || r.death === true;
         if (r.warning) {
           this.stats.sparkplugWarnings++;
           this.log.info({ topic, code: r.warning.code, reason: r.warning.reason }, 'sparkplug warning');
@@ -142,7 +156,9 @@ export class Pipeline {
           `schema ${route.schema}: ${e ? `${e.instancePath || '/'} ${e.message ?? ''}`.trim() : 'invalid'}`);
       }
     }
-    return this.message(record, route, path, points);
+    const msg = this.message(record, route, path, points);
+    if (sparkplugChanged) this.stateChanges.set(msg.id, 'sparkplug');
+    return msg;
   }
 
   private message(record: InboundRecord, route: RouteSpec, path: UnsMessage['path'], points: readonly Point[]): UnsMessage {
@@ -183,6 +199,7 @@ export class Pipeline {
   /** QoS 0, or nothing to store: acknowledge now, unless the store is behind (then hold: back-pressure). */
   private release(_record: InboundRecord, done: (o: IngestOutcome) => void, outcome: IngestOutcome): void {
     if (!this.opts.writer.aboveHighWater()) { done(outcome); return; }
+    this.stats.backpressureHolds++;
     this.opts.writer.whenBelowLowWater(() => done(outcome));
   }
 

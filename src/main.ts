@@ -97,6 +97,11 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   try {
     await openStore();
     await restoreRetained();
+    const snapshot = await store.loadState('sparkplug');
+    if (snapshot !== undefined) {
+      const r = sparkplug.restore(snapshot);
+      if (!r.ok) log.warn({ code: r.code, reason: r.reason }, 'stored Sparkplug state not restored');
+    }
   } catch (e) {
     if (e instanceof UnsError) throw e;
     log.error({ err: (e as Error).message }, 'database unreachable at start-up: starting degraded, spooling to disk');

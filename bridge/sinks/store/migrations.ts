@@ -75,6 +75,20 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'namespace state',
+    sql: `
+      -- Small pieces of state that must survive restarts (Sparkplug alias tables, ...). rev orders writes
+      -- that may commit out of order.
+      CREATE TABLE state (
+        key         text PRIMARY KEY,
+        rev         bigint NOT NULL,
+        value       jsonb NOT NULL,
+        updated_at  timestamptz NOT NULL DEFAULT now()
+      );
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */

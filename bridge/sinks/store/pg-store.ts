@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Logger } from '../../../src/core/log.js';
 import { migrate } from './migrations.js';
 import { setupTimescale, type TimescaleMode, type TimescaleStatus, type TimescalePolicy } from './timescale.js';
-import type { SampleRow, TopicMeta, WriteBatch, RetainedRow } from './rows.js';
+import type { SampleRow, TopicMeta, WriteBatch, RetainedRow, StateRow } from './rows.js';
 
 export interface PgStoreOptions {
   readonly url: string;
@@ -88,6 +88,7 @@ export class PgStore {
       await this.insertSamples(client, batch, ids);
       await this.upsertRetained(client, batch);
       await this.insertRejections(client, batch);
+      await this.upsertState(client, batch);
       await client.query('COMMIT');
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -192,6 +193,28 @@ export class PgStore {
       [rows.map((r) => r.time), rows.map((r) => r.topic), rows.map((r) => r.code), rows.map((r) => r.reason),
         rows.map((r) => r.clientId), rows.map((r) => r.payload)],
     );
+  }
+
+  private async upsertState(client: pg.PoolClient, batch: WriteBatch): Promise<void> {
+    const last = new Map<string, StateRow>();
+    for (const item of batch.items) {
+      const st = item.state;
+      if (st && (last.get(st.key)?.rev ?? -1) < st.rev) last.set(st.key, st);
+    }
+    if (last.size === 0) return;
+    const rows = [...last.values()];
+    await client.query(
+      `INSERT INTO state AS s (key, rev, value, updated_at)
+       SELECT k, r, v, now() FROM unnest($1::text[], $2::int8[], $3::jsonb[]) AS u(k, r, v)
+       ON CONFLICT (key) DO UPDATE SET rev = EXCLUDED.rev, value = EXCLUDED.value, updated_at = now()
+       WHERE s.rev < EXCLUDED.rev`,
+      [rows.map((r) => r.key), rows.map((r) => r.rev), rows.map((r) => r.value)],
+    );
+  }
+
+  async loadState(key: string): Promise<unknown> {
+    const r = await this.pool.query<{ value: unknown }>('SELECT value FROM state WHERE key = $1', [key]);
+    return r.rows[0]?.value;
   }
 
   /**

@@ -45,12 +45,21 @@ export interface RejectionRow {
   readonly payload: string | null;
 }
 
+export interface StateRow {
+  readonly key: string;
+  /** Increases with every write of the key; an older rev never overwrites a newer one. */
+  readonly rev: number;
+  /** JSON text. */
+  readonly value: string;
+}
+
 /** Everything one accepted or rejected message writes. */
 export interface WriteItem {
   readonly samples: readonly SampleRow[];
   readonly topics: readonly TopicMeta[];
   readonly retained?: RetainedRow | undefined;
   readonly rejection?: RejectionRow | undefined;
+  readonly state?: StateRow | undefined;
   /** Arrival time (epoch ms) for last_values.received_at. */
   readonly receivedAt: number;
 }
