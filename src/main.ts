@@ -31,6 +31,17 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
+  // What start-up has opened so far, closed in reverse if a later step fails.
+  const undo: Array<() => Promise<unknown>> = [];
+  try {
+    return await start(config, log, undo);
+  } catch (e) {
+    for (const u of undo.reverse()) await u().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function start(config: Config, log: Logger, undo: Array<() => Promise<unknown>>): Promise<RunningServer> {
   // Start-up throws early and clearly; nothing below runs with a bad namespace.
   const namespace = loadTopics(config.topicsFile);
   const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
@@ -44,6 +55,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (databaseUrl === null) {
     pgProcess = await startPostgres({ dataDir: join(config.dataDir, 'pg'), log: log.child({ component: 'embedded-postgres' }) });
     databaseUrl = pgProcess.url;
+    const proc = pgProcess;
+    undo.push(() => proc.stop());
   }
 
   const retentions = namespace.routes.filter((r) => r.store && r.retentionMs !== undefined);
@@ -56,6 +69,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     timescalePolicy: { compressAfterMs: parseDuration(config.database.compressAfter) ?? 7 * 86_400_000, dropAfterMs },
   });
 
+  undo.push(() => store.close());
   const users = new Map<string, UserRecord>();
   for (const u of namespace.users.values()) users.set(u.username, u);
   const adminHash = config.auth.adminUser !== null && config.auth.adminPassword !== null ? await hashPassword(config.auth.adminPassword) : null;
@@ -87,6 +101,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     jwt: { secret: config.auth.jwtSecret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
   });
   const broker = await UnsBroker.create({ limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }) });
+  undo.push(() => broker.close());
 
   let retainedRestored = false;
   const restoreRetained = async (): Promise<void> => {
@@ -129,6 +144,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 
   const app = createApp({ readiness, log: log.child({ component: 'api' }) });
   const http: HttpServer = createServer(app);
+  undo.push(() => new Promise((r) => { http.closeAllConnections(); http.close(r); }));
   http.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path === config.mqtt.wsPath) broker.handleUpgrade(req, socket, head);
