@@ -66,6 +66,8 @@ export class Pipeline {
   readonly stats: PipelineStats = { accepted: 0, rejected: {}, duplicatesDropped: 0, deadbandSkipped: 0, backpressureHolds: 0, sparkplugWarnings: 0 };
   private readonly listeners: MessageListener[] = [];
   private readonly lastStored = new Map<string, number>();
+  /** ISA-95 verdicts per topic: topics recur, the check need not. */
+  private readonly levelChecks = new Map<string, ReturnType<Namespace['checkLevels']>>();
   /** Redelivery keys of items queued but not yet durable. */
   private readonly pendingKeys = new Set<string>();
   /** Message id -> state key whose snapshot must be written with that message. */
@@ -119,7 +121,12 @@ export class Pipeline {
     if (!route) return rejection('UNS_ERR_NO_ROUTE', topic, 'no route in topics.yaml matches this topic');
     let path = null;
     if (route.isa95) {
-      const check = this.opts.namespace.checkLevels(topic);
+      let check = this.levelChecks.get(topic);
+      if (check === undefined) {
+        check = this.opts.namespace.checkLevels(topic);
+        if (this.levelChecks.size >= 100_000) this.levelChecks.clear();
+        this.levelChecks.set(topic, check);
+      }
       if ('reason' in check) return rejection('UNS_ERR_ISA95_LEVEL', topic, check.reason);
       path = check.path;
     }

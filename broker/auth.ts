@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import jwt, { type Algorithm } from 'jsonwebtoken';
 import { verifyPassword } from '../src/core/passwords.js';
-import type { AccessControl, Permissions } from './acl.js';
+import type { AccessControl, Permissions } from '../src/core/acl.js';
 
 export interface UserRecord {
   readonly username: string;

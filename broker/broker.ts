@@ -16,7 +16,7 @@ import type { ErrorCode } from '../src/core/errors.js';
 import type { InboundRecord } from '../src/core/message.js';
 import { REJECTED_PREFIX, type IngestFn } from '../src/core/ingest.js';
 import { validateTopicName, validateTopicFilter } from '../src/core/topic-filter.js';
-import { FrameGuard } from './frame-guard.js';
+import { guardFrames } from './frame-guard.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
 
 export interface BrokerLimits {
@@ -84,7 +84,7 @@ export class UnsBroker {
   private constructor(private readonly opts: BrokerOptions, aedes: Aedes) {
     this.aedes = aedes;
     this.log = opts.log;
-    // The WebSocket frame limit is a second guard; FrameGuard checks MQTT packets inside the stream.
+    // The WebSocket frame limit is a second guard; the frame guard checks MQTT packets inside the stream.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));
@@ -201,14 +201,13 @@ export class UnsBroker {
     cb(null, sub);
   }
 
-  /** Hand a raw connection (TCP socket or WebSocket stream) to Aedes behind the frame guard. */
+  /** Hand a raw connection (TCP socket or WebSocket stream) to Aedes, with the frame guard installed. */
   private accept(conn: Duplex, req?: IncomingMessage): void {
-    const guard = new FrameGuard(conn, this.opts.limits.maxPacketBytes, (code, detail) => {
+    guardFrames(conn, this.opts.limits.maxPacketBytes, (code, detail) => {
       bump(this.stats.frameViolations, code);
       this.log.info({ code, detail, remote: (conn as { remoteAddress?: string }).remoteAddress }, 'connection closed by frame guard');
     });
-    guard.on('error', () => undefined);
-    this.aedes.handle(guard, req);
+    this.aedes.handle(conn, req);
   }
 
   async listenTcp(port: number, host: string): Promise<AddressInfo> {
@@ -229,6 +228,16 @@ export class UnsBroker {
       const stream = createWebSocketStream(ws);
       stream.on('error', () => undefined);
       this.accept(stream, req);
+    });
+  }
+
+  /**
+   * Deliver a message that entered through another door (HTTP publish) to MQTT subscribers, as the
+   * server. It has already been authorised and stored; retain is honoured.
+   */
+  publishFromServer(topic: string, payload: Buffer, retain: boolean): Promise<void> {
+    return new Promise((res, rej) => {
+      this.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false } as PublishPacket, (e?: Error) => (e ? rej(e) : res()));
     });
   }
 

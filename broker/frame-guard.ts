@@ -1,46 +1,28 @@
 /**
- * Sits between a client's socket and Aedes and reads only MQTT fixed headers: a packet whose Remaining
- * Length exceeds the limit is refused from its first bytes, before anything is buffered (the parser would
- * otherwise collect the whole packet in memory). A Remaining Length of more than four bytes is a malformed
- * packet [MQTT-2.2.3]. Data passes through untouched, and back-pressure is kept: when Aedes stops reading,
- * the socket is paused.
+ * Reads only MQTT fixed headers of what a client sends: a packet whose Remaining Length exceeds the limit
+ * is refused from its first bytes, before anything is buffered (the parser would otherwise collect the
+ * whole packet in memory). A Remaining Length of more than four bytes is a malformed packet [MQTT-2.2.3].
+ *
+ * It hooks the connection's own `push` (where a net.Socket or a WebSocket stream hands received bytes
+ * to its readable side) instead of wrapping the connection in another stream: Aedes keeps talking to the
+ * socket itself, so reads, writes (corked by mqtt-packet into one syscall per tick) and TCP back-pressure
+ * are exactly as without the guard, at the cost of a few byte comparisons per chunk.
  */
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 export type FrameViolation = 'UNS_ERR_PACKET_TOO_LARGE' | 'UNS_ERR_MALFORMED_PACKET';
 
-export class FrameGuard extends Duplex {
+export class FrameScanner {
   private bodyLeft = 0;
   private inLength = false;
   private lengthValue = 0;
   private lengthMul = 1;
   private lengthBytes = 0;
 
-  constructor(
-    private readonly socket: Duplex,
-    private readonly maxPacketBytes: number,
-    private readonly onViolation: (code: FrameViolation, detail: string) => void,
-  ) {
-    super({ allowHalfOpen: false });
-    socket.on('data', (chunk: Buffer) => {
-      if (!this.inspect(chunk)) return;
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.on('end', () => this.push(null));
-    socket.on('error', (e) => this.destroy(e));
-    socket.on('close', () => { if (!this.destroyed) this.destroy(); });
-  }
+  constructor(private readonly maxPacketBytes: number) {}
 
-  /** Aedes (and logging) read these from the connection. */
-  get remoteAddress(): string | undefined {
-    return (this.socket as { remoteAddress?: string }).remoteAddress;
-  }
-
-  get remotePort(): number | undefined {
-    return (this.socket as { remotePort?: number }).remotePort;
-  }
-
-  private inspect(chunk: Buffer): boolean {
+  /** null when the chunk is fine, else the violation and a detail. */
+  scan(chunk: Uint8Array): { code: FrameViolation; detail: string } | null {
     let pos = 0;
     const len = chunk.length;
     while (pos < len) {
@@ -63,42 +45,37 @@ export class FrameGuard extends Duplex {
       this.lengthMul *= 128;
       this.lengthBytes++;
       if (b & 0x80) {
-        if (this.lengthBytes >= 4) return this.violate('UNS_ERR_MALFORMED_PACKET', 'Remaining Length longer than 4 bytes');
+        if (this.lengthBytes >= 4) return { code: 'UNS_ERR_MALFORMED_PACKET', detail: 'Remaining Length longer than 4 bytes' };
         continue;
       }
       this.inLength = false;
       const total = 1 + this.lengthBytes + this.lengthValue;
       if (total > this.maxPacketBytes) {
-        return this.violate('UNS_ERR_PACKET_TOO_LARGE', `packet of ${total} bytes exceeds the limit of ${this.maxPacketBytes}`);
+        return { code: 'UNS_ERR_PACKET_TOO_LARGE', detail: `packet of ${total} bytes exceeds the limit of ${this.maxPacketBytes}` };
       }
       this.bodyLeft = this.lengthValue;
     }
-    return true;
+    return null;
   }
+}
 
-  private violate(code: FrameViolation, detail: string): false {
-    this.onViolation(code, detail);
-    this.socket.destroy();
-    this.destroy();
-    return false;
-  }
-
-  override _read(): void {
-    this.socket.resume();
-  }
-
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.socket.write(chunk)) cb();
-    else this.socket.once('drain', () => cb());
-  }
-
-  override _final(cb: (err?: Error | null) => void): void {
-    this.socket.end();
-    cb();
-  }
-
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.socket.destroy();
-    cb(err);
-  }
+/** Installs the guard on a connection; on a violation the connection is destroyed and nothing reaches Aedes. */
+export function guardFrames(conn: Duplex, maxPacketBytes: number, onViolation: (code: FrameViolation, detail: string) => void): void {
+  const scanner = new FrameScanner(maxPacketBytes);
+  const push = conn.push.bind(conn);
+  let refused = false;
+  conn.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (refused) return false;
+    if (chunk !== null && chunk !== undefined) {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding) : (chunk as Uint8Array);
+      const v = scanner.scan(bytes);
+      if (v) {
+        refused = true;
+        onViolation(v.code, v.detail);
+        conn.destroy();
+        return false;
+      }
+    }
+    return push(chunk, encoding);
+  };
 }

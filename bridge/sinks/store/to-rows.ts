@@ -1,5 +1,4 @@
 /** Turns a decoded message (or a rejection) into the rows the store writes. Runs once per message. */
-import { createHash } from 'node:crypto';
 import type { InboundRecord, Point, Rejection, UnsMessage, Value } from '../../../src/core/message.js';
 import { stringifyJson } from '../../decode/json-exact.js';
 import type { SampleRow, TopicMeta, WriteItem, RetainedRow } from './rows.js';
@@ -9,35 +8,65 @@ const REJECTED_PAYLOAD_KEEP = 64 * 1024;
 
 /**
  * Redelivery key: a resent QoS > 0 PUBLISH carries the same client, packet id, topic and payload
- * [MQTT-4.3.2-1 ... MQTT-3.3.1-1]. 63 bits of SHA-1, as a decimal int64 for PostgreSQL.
+ * [MQTT-3.3.1-1]. A 53-bit hash (two 32-bit FNV-1a lanes) as a decimal int64 for PostgreSQL: it is only
+ * ever compared among rows of one topic near one time, so 53 bits leave collisions out of reach, and it
+ * costs a fraction of a cryptographic digest on the hot path.
  */
 export function redeliveryKey(record: InboundRecord): string | null {
   const s = record.source;
   if (s.qos === 0 || s.packetId === undefined) return null;
-  const h = createHash('sha1').update(s.clientId).update('\0').update(String(s.packetId)).update('\0')
-    .update(record.topic).update('\0').update(record.payload).digest();
-  return (h.readBigUInt64BE(0) & 0x7fffffffffffffffn).toString();
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193 ^ s.packetId;
+  const mixStr = (str: string): void => {
+    for (let i = 0; i < str.length; i++) {
+      const c = str.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    h1 = Math.imul(h1 ^ 0xff, 0x01000193);
+  };
+  mixStr(s.clientId);
+  mixStr(record.topic);
+  const p = record.payload;
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i] as number;
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+  }
+  h2 ^= h2 >>> 15;
+  // 21 bits of h2 above 32 bits of h1: a non-negative integer below 2^53.
+  return ((h2 >>> 11) * 0x100000000 + (h1 >>> 0)).toString();
 }
 
 function sample(p: Point, src: string | null): SampleRow {
   const v: Value = p.value;
   const quality = p.quality === 'good' ? null : p.quality;
-  const base = { topic: p.topic, time: p.timestamp, quality, src };
+  // Object literals with one fixed shape (no spreads): this runs once per stored point.
+  let num: number | null = null;
+  let text: string | null = null;
+  let bool: boolean | null = null;
+  let json: string | null = null;
+  let bytes: string | null = null;
   switch (typeof v) {
     case 'number':
-      return { ...base, num: Number.isFinite(v) ? v : null, text: null, bool: null, json: Number.isFinite(v) ? null : JSON.stringify(String(v)), bytes: null };
+      if (Number.isFinite(v)) num = v; else json = JSON.stringify(String(v));
+      break;
     case 'bigint':
       // The double is for aggregates; jsonb keeps the exact integer.
-      return { ...base, num: Number(v), text: null, bool: null, json: v.toString(), bytes: null };
+      num = Number(v); json = v.toString();
+      break;
     case 'boolean':
-      return { ...base, num: null, text: null, bool: v, json: null, bytes: null };
+      bool = v;
+      break;
     case 'string':
-      return { ...base, num: null, text: v, bool: null, json: null, bytes: null };
+      text = v;
+      break;
     default:
-      if (v === null) return { ...base, num: null, text: null, bool: null, json: null, bytes: null };
-      if (v instanceof Uint8Array) return { ...base, num: null, text: null, bool: null, json: null, bytes: Buffer.from(v).toString('base64') };
-      return { ...base, num: null, text: null, bool: null, json: stringifyJson(v), bytes: null };
+      if (v === null) break;
+      if (v instanceof Uint8Array) bytes = Buffer.from(v).toString('base64');
+      else json = stringifyJson(v);
   }
+  return { topic: p.topic, time: p.timestamp, num, text, bool, json, bytes, quality, src };
 }
 
 function retained(record: InboundRecord): RetainedRow | undefined {
@@ -46,9 +75,17 @@ function retained(record: InboundRecord): RetainedRow | undefined {
 }
 
 export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null): WriteItem {
+  const pts = msg.points;
+  if (pts.length === 1) {
+    const p = pts[0] as Point;
+    return {
+      samples: [sample(p, src)], topics: [{ name: p.topic, levels: msg.path, route: msg.route, unit: p.unit ?? null }],
+      retained: retained(record), receivedAt: record.receivedAt,
+    };
+  }
   const topics = new Map<string, TopicMeta>();
   const samples: SampleRow[] = [];
-  for (const p of msg.points) {
+  for (const p of pts) {
     samples.push(sample(p, src));
     if (!topics.has(p.topic)) {
       topics.set(p.topic, { name: p.topic, levels: msg.path, route: msg.route, unit: p.unit ?? null });

@@ -3,7 +3,7 @@
  * topic; a subscribe needs a read filter that covers the whole subscription filter, so a subscriber never
  * receives a topic outside its permissions and nothing has to be checked per delivered message.
  */
-import { TopicMatcher, filterCovers } from '../src/core/topic-filter.js';
+import { TopicMatcher, filterCovers } from './topic-filter.js';
 
 export type RoleMap = ReadonlyMap<string, { readonly read: readonly string[]; readonly write: readonly string[] }>;
 
