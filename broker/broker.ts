@@ -25,6 +25,8 @@ export interface BrokerLimits {
   readonly maxTopicLevels: number;
   readonly connectTimeoutMs: number;
   readonly keepaliveLimitS: number;
+  /** Bytes waiting in a subscriber's socket beyond which it counts as not keeping up. */
+  readonly slowConsumerBytes: number;
 }
 
 export interface BrokerOptions {
@@ -42,6 +44,9 @@ export interface BrokerStats {
   subscribesDenied: number;
   frameViolations: Partial<Record<ErrorCode, number>>;
   publishesRejected: number;
+  /** QoS 0 deliveries dropped for subscribers that were not keeping up. */
+  forwardsDropped: number;
+  slowConsumersClosed: number;
   /** Publishes whose acknowledgement is being held (durability or back-pressure). */
   held: number;
 }
@@ -49,6 +54,8 @@ export interface BrokerStats {
 interface UnsClient extends Client {
   uns?: Principal;
   unsEmptyId?: boolean;
+  /** Highest QoS granted to any of its subscriptions. */
+  unsMaxSubQos?: number;
 }
 
 type AuthError = Error & { returnCode: number };
@@ -75,9 +82,10 @@ function bump<K extends string>(m: Partial<Record<K, number>>, k: K): void {
 export class UnsBroker {
   readonly aedes: Aedes;
   readonly stats: BrokerStats = {
-    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, held: 0,
+    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, held: 0,
   };
   private tcp: TcpServer | null = null;
+  private readonly closingSlow = new Set<string>();
   private readonly wss: WebSocketServer;
   private readonly log: Logger;
 
@@ -94,6 +102,14 @@ export class UnsBroker {
     const holder: { broker?: UnsBroker } = {};
     const aedes = await Aedes.createBroker({
       ...(opts.persistence ? { persistence: opts.persistence } : {}),
+      // No mqemitter queue: with a concurrency limit, one slow subscriber holds every message behind it
+      // (head-of-line blocking for all subscribers), and when it disconnects the queued deliveries complete
+      // synchronously and recurse until the stack overflows (mqemitter 7 `released` -> `_do`). Slow
+      // subscribers are bounded per connection instead (authorizeForward below).
+      concurrency: 0,
+      // Backstop for a socket that still waits for 'drain' (e.g. a huge retained burst): close it after 10 s.
+      drainTimeout: 10_000,
+      authorizeForward: (client, packet) => holder.broker!.authorizeForward(client as UnsClient, packet),
       connectTimeout: opts.limits.connectTimeoutMs,
       keepaliveLimit: opts.limits.keepaliveLimitS,
       maxTopicLevels: Math.min(100, opts.limits.maxTopicLevels),
@@ -190,6 +206,32 @@ export class UnsBroker {
     });
   }
 
+  /**
+   * Runs per delivery per subscriber. A subscriber whose socket has more than slowConsumerBytes waiting
+   * is not keeping up: QoS 0 messages to it are dropped (and counted); a QoS > 0 delivery closes it, so it
+   * resumes from its session on reconnect instead of growing the server's memory.
+   */
+  private authorizeForward(client: UnsClient, packet: AedesPublishPacket): AedesPublishPacket | null {
+    const waiting = (client.conn as { writableLength?: number }).writableLength ?? 0;
+    // Decide before writing: a write past the socket's high-water mark would make Aedes wait for 'drain',
+    // and the publisher whose message it is would wait with it.
+    const size = (packet.payload as Buffer).length + packet.topic.length + 8;
+    if (waiting + size <= this.opts.limits.slowConsumerBytes) return packet;
+    // The delivery is QoS 0 when the publish or every subscription of this client is QoS 0 (Aedes
+    // downgrades after this hook, so the client's highest granted QoS stands in for the subscription's).
+    if (packet.qos === 0 || (client.unsMaxSubQos ?? 0) === 0) {
+      this.stats.forwardsDropped++;
+      return null;
+    }
+    if (!this.closingSlow.has(client.id)) {
+      this.closingSlow.add(client.id);
+      this.stats.slowConsumersClosed++;
+      this.log.warn({ clientId: client.id, waiting }, 'closing a subscriber that is not keeping up');
+      setImmediate(() => { client.close(); this.closingSlow.delete(client.id); });
+    }
+    return null;
+  }
+
   private authorizeSubscribe(client: UnsClient, sub: Subscription, cb: (e: Error | null, s?: Subscription | null) => void): void {
     const bad = validateTopicFilter(sub.topic, { maxBytes: this.opts.limits.maxTopicBytes, maxLevels: this.opts.limits.maxTopicLevels });
     if (bad !== null || !client.uns?.perms.canSubscribe(sub.topic)) {
@@ -198,6 +240,7 @@ export class UnsBroker {
       cb(null, null); // SUBACK 0x80 for this filter [MQTT-3.9.3]
       return;
     }
+    client.unsMaxSubQos = Math.max(client.unsMaxSubQos ?? 0, sub.qos);
     cb(null, sub);
   }
 
@@ -207,6 +250,11 @@ export class UnsBroker {
       bump(this.stats.frameViolations, code);
       this.log.info({ code, detail, remote: (conn as { remoteAddress?: string }).remoteAddress }, 'connection closed by frame guard');
     });
+    // Let a subscriber's socket hold up to slowConsumerBytes (plus one packet) before a write reports
+    // back-pressure; authorizeForward keeps it below that. Only the writable side: the readable side keeps
+    // its small default, which is what makes TCP back-pressure on publishers prompt.
+    const ws = (conn as unknown as { _writableState?: { highWaterMark: number } })._writableState;
+    if (ws) ws.highWaterMark = Math.max(ws.highWaterMark, this.opts.limits.slowConsumerBytes + this.opts.limits.maxPacketBytes + 1024);
     this.aedes.handle(conn, req);
   }
 

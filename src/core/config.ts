@@ -16,6 +16,7 @@ export interface Config {
   readonly mqtt: {
     readonly host: string; readonly port: number; readonly wsPath: string; readonly maxPacketBytes: number;
     readonly maxTopicBytes: number; readonly maxTopicLevels: number; readonly connectTimeoutMs: number; readonly keepaliveLimitS: number;
+    readonly slowConsumerBytes: number;
   };
   readonly http: { readonly host: string; readonly port: number };
   readonly database: {
@@ -39,7 +40,7 @@ export const DEFAULTS: Config = {
   dataDir: './data',
   topicsFile: './topics.yaml',
   mqtt: { host: '0.0.0.0', port: 1883, wsPath: '/mqtt', maxPacketBytes: 1_048_576, maxTopicBytes: 1024, maxTopicLevels: 32,
-    connectTimeoutMs: 5_000, keepaliveLimitS: 0 },
+    connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608 },
   http: { host: '0.0.0.0', port: 8080 },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
