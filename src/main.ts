@@ -14,7 +14,13 @@ import { parseDuration } from './core/topics.js';
 import { UnsError } from './core/errors.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, startPostgres, type PostgresProcess } from '../bridge/index.js';
-import { createApp, type ReadinessReport } from './api/index.js';
+import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, type ReadinessReport, type ApiDeps } from './api/index.js';
+import { ApiTokenStore } from '../bridge/sinks/store/api-tokens.js';
+import { ReadQueries } from '../bridge/sinks/store/queries.js';
+import { LiveHub } from '../bridge/sinks/live/hub.js';
+import { REJECTED_PREFIX, type IngestOutcome } from './core/ingest.js';
+import type { InboundRecord } from './core/message.js';
+import { jwtSecret } from './core/secrets.js';
 
 export interface RunningServer {
   readonly config: Config;
@@ -26,6 +32,8 @@ export interface RunningServer {
   readonly writer: StoreWriter;
   readonly store: PgStore;
   readonly namespace: Namespace;
+  readonly hub: LiveHub;
+  readonly metrics: Metrics;
   readiness(): ReadinessReport;
   stop(): Promise<void>;
 }
@@ -96,9 +104,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     log: log.child({ component: 'pipeline' }),
   });
   const acl = new AccessControl(namespace.roles);
+  // MQTT passwords-as-JWT and the API share one key: tokens from /api/v1/auth/login work on MQTT too.
+  const secret = config.auth.jwtSecret ?? jwtSecret(config.dataDir);
   const auth = new Authenticator({
     users: () => users, anonymousRole: namespace.anonymousRole, acl,
-    jwt: { secret: config.auth.jwtSecret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
+    jwt: { secret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
   });
   const broker = await UnsBroker.create({ limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }) });
   undo.push(() => broker.close());
@@ -142,12 +152,58 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     };
   };
 
-  const app = createApp({ readiness, log: log.child({ component: 'api' }) });
+  const hub = new LiveHub();
+  pipeline.onMessage((m) => hub.publish(m));
+  const metrics = new Metrics({
+    accepted: () => pipeline.stats.accepted, rejected: () => pipeline.stats.rejected, queueDepth: () => writer.queued,
+    spoolBytes: () => writer.stats.spoolBytes, backpressureHolds: () => pipeline.stats.backpressureHolds,
+    duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
+    committedRows: () => writer.stats.committedRows,
+  });
+  writer.on('flush', (_n, ms) => metrics.flushSeconds.observe(ms / 1000));
+  const tokens = new ApiTokenStore(store.pool);
+  const openapi = loadOpenApi();
+  const apiAuth = new ApiAuth({
+    acl, tokens, secret, algorithm: 'HS256', ttlS: 3600, clockToleranceS: config.auth.jwtClockToleranceS,
+    checkPassword: async (username, password) => {
+      // Login takes passwords only: a JWT here would let a token renew itself forever.
+      if (password.startsWith('eyJ')) return { failure: 'password required' };
+      const r = await auth.authenticate(username, Buffer.from(password));
+      return 'failure' in r ? r : { username: r.username, roles: r.roles };
+    },
+  });
+  let httpSeq = 0;
+  const publish: ApiDeps['publish'] = (topic, payload, principal, opts) => new Promise<IngestOutcome>((resolve) => {
+    const record: InboundRecord = {
+      topic, payload,
+      source: { protocol: 'http', clientId: `http:${principal.username}`, username: principal.username, packetId: (httpSeq++ % 65535) + 1, qos: 1, retain: opts.retain, dup: false },
+      receivedAt: Date.now(),
+    };
+    pipeline.ingest(record, (out) => {
+      if (out.error) { resolve(out); return; }
+      const deliver = out.rejection
+        ? broker.publishFromServer(REJECTED_PREFIX + topic, Buffer.from(JSON.stringify({
+          code: out.rejection.code, reason: out.rejection.reason, topic, clientId: record.source.clientId,
+          receivedAt: new Date(record.receivedAt).toISOString(), payloadBase64: payload.subarray(0, 1024).toString('base64'), payloadBytes: payload.length,
+        })), false)
+        : broker.publishFromServer(topic, payload, opts.retain);
+      deliver.then(() => resolve(out), () => resolve(out));
+    });
+  });
+  const deps: ApiDeps = {
+    log: log.child({ component: 'api' }), readiness, auth: apiAuth, tokens, validator: new RequestValidator(openapi), openapi,
+    namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, publish, now: () => Date.now(),
+    limits: { bodyBytes: 1_048_576, topic: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels } },
+  };
+  const stream = createStreamServer(deps);
+  undo.push(async () => stream.close());
+  const app = createApp(deps);
   const http: HttpServer = createServer(app);
   undo.push(() => new Promise((r) => { http.closeAllConnections(); http.close(r); }));
   http.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '').split('?')[0];
     if (path === config.mqtt.wsPath) broker.handleUpgrade(req, socket, head);
+    else if (path === '/ws/datapoints/stream') stream.handleUpgrade(req, socket, head);
     else socket.destroy();
   });
   await new Promise<void>((res, rej) => {
@@ -168,11 +224,12 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     'uns-bridge started');
 
   return {
-    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, readiness,
+    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, readiness,
     async stop() {
       if (stopping) return;
       stopping = true;
       clearInterval(retentionTimer);
+      stream.close();
       await broker.close();
       http.closeAllConnections();
       await new Promise<void>((r) => http.close(() => r()));

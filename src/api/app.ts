@@ -1,25 +1,31 @@
 /**
- * The HTTP API. For now: liveness and readiness. The app knows nothing of the broker or the store; the
- * composition root passes a function that reports their state.
+ * The HTTP API: one express app, one router per resource, one error handler. It knows nothing of the
+ * broker or the store beyond ApiDeps, which the composition root builds.
  */
-import express, { type Express, type Request, type Response, type NextFunction } from 'express';
-import type { Logger } from '../core/log.js';
+import express, { type Express } from 'express';
+import { ApiError, errorHandler } from './errors.js';
+import type { ApiDeps } from './deps.js';
+import { authRouter } from './routes/auth.js';
+import { namespaceRouter } from './routes/namespace.js';
+import { datapointsRouter } from './routes/datapoints.js';
+import { exportRouter } from './routes/export.js';
+import { publishRouter } from './routes/publish.js';
+import { eventsRouter } from './routes/events.js';
+import { sendJson } from './json.js';
 
-export interface ReadinessReport {
-  readonly ready: boolean;
-  readonly status: 'ready' | 'degraded' | 'starting' | 'stopping';
-  readonly checks: Record<string, unknown>;
-}
-
-export interface AppOptions {
-  readonly readiness: () => ReadinessReport;
-  readonly log: Logger;
-}
-
-export function createApp(opts: AppOptions): Express {
+export function createApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    res.on('finish', () => {
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      deps.metrics.httpRequests.inc({ route, status: String(res.statusCode) });
+    });
+    next();
+  });
 
   // Liveness: the process serves requests. Never depends on the database (a restart would not help).
   app.get('/health', (_req, res) => {
@@ -28,17 +34,28 @@ export function createApp(opts: AppOptions): Express {
 
   // Readiness: 200 when every dependency is well, 503 with the reasons when degraded.
   app.get('/ready', (_req, res) => {
-    const r = opts.readiness();
+    const r = deps.readiness();
     res.status(r.ready ? 200 : 503).json(r);
   });
 
-  app.use((_req, res) => {
-    res.status(404).json({ error: { code: 'UNS_ERR_NOT_FOUND', message: 'no such endpoint' } });
+  app.get('/metrics', (_req, res, next) => {
+    deps.metrics.registry.metrics().then((text) => {
+      res.type(deps.metrics.registry.contentType).send(text);
+    }, next);
   });
 
-  app.use((err: Error, _req: Request, res: Response, _next: NextFunction) => {
-    opts.log.error({ err: err.message }, 'unhandled API error');
-    res.status(500).json({ error: { code: 'UNS_ERR_INTERNAL', message: 'internal error' } });
-  });
+  app.get('/api/v1/openapi.json', (_req, res) => sendJson(res, deps.openapi));
+
+  // Publish takes the raw body (the payload exactly as sent): mounted before the JSON parser.
+  app.use(publishRouter(deps));
+  app.use(express.json({ limit: deps.limits.bodyBytes, type: ['application/json', 'application/*+json'] }));
+  app.use(authRouter(deps));
+  app.use(namespaceRouter(deps));
+  app.use(datapointsRouter(deps));
+  app.use(exportRouter(deps));
+  app.use(eventsRouter(deps));
+
+  app.use((_req, _res, next) => next(new ApiError('UNS_ERR_NOT_FOUND', 'no such endpoint')));
+  app.use(errorHandler(deps.log));
   return app;
 }

@@ -1,1 +1,7 @@
-export { createApp, type AppOptions, type ReadinessReport } from './app.js';
+export { createApp } from './app.js';
+export { ApiAuth, requireAuth, credentialOf, principalOf, type ApiPrincipal } from './auth.js';
+export { ApiError } from './errors.js';
+export { loadOpenApi, RequestValidator } from './openapi.js';
+export { Metrics, type MetricSources } from './metrics.js';
+export { createStreamServer, type StreamServer } from './stream.js';
+export type { ApiDeps, ReadinessReport } from './deps.js';

@@ -31,9 +31,16 @@ export const ERROR_CODES = {
   UNS_ERR_SCHEMA_VIOLATION: "The payload breaks its route's JSON Schema",
   UNS_ERR_SPARKPLUG_STATE: 'Sparkplug state error: DATA before BIRTH, unknown alias, sequence gap or stale DEATH',
   UNS_ERR_STORE_REJECTED: 'The store refused the row (kept in the rejections table)',
-  // HTTP
-  UNS_ERR_NOT_FOUND: 'No such endpoint or resource',
-  UNS_ERR_INTERNAL: 'An unexpected server error (logged with details)',
+  // HTTP and WebSocket (JSON body {"error": {"code", "message"}})
+  UNS_ERR_BAD_REQUEST: 'The request (query, body or message) is malformed or fails its schema (400)',
+  UNS_ERR_FILTER_INVALID: 'A topic filter is malformed (400)',
+  UNS_ERR_UNAUTHENTICATED: 'Missing, malformed, expired, not-yet-valid or revoked credentials (401)',
+  UNS_ERR_FORBIDDEN: "The request reaches outside the role's topic permissions (403)",
+  UNS_ERR_NOT_FOUND: 'No such endpoint or resource (404)',
+  UNS_ERR_BODY_TOO_LARGE: 'The request body exceeds the limit (413)',
+  UNS_ERR_RATE_LIMITED: 'Too many requests; retry after the time given (429)',
+  UNS_ERR_UNAVAILABLE: 'The write could not be made durable now; retry (503)',
+  UNS_ERR_INTERNAL: 'An unexpected server error, logged with details (500)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -89,6 +89,24 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'api tokens',
+    sql: `
+      -- Machine API tokens. Only a SHA-256 of the secret is kept; the token is shown once at creation.
+      CREATE TABLE api_tokens (
+        id            text PRIMARY KEY,
+        name          text NOT NULL,
+        username      text NOT NULL,
+        roles         text[] NOT NULL,
+        secret_sha256 bytea NOT NULL,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        expires_at    timestamptz,
+        revoked_at    timestamptz,
+        last_used_at  timestamptz
+      );
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */

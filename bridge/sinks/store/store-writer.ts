@@ -63,6 +63,8 @@ interface Pending {
 export interface StoreWriterEvents {
   state: [WriterState];
   drained: [];
+  /** A batch committed to the database: its size and how long it took (ms). */
+  flush: [items: number, ms: number];
 }
 
 export class StoreWriter extends EventEmitter<StoreWriterEvents> {
@@ -152,6 +154,7 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
       try {
         await this.store.writeBatch({ items: batch.map((p) => p.item) });
         durable = true;
+        this.emit('flush', batch.length, this.timers.now() - started);
         this.stats.committedItems += batch.length;
         this.stats.committedRows += batch.reduce((a, p) => a + rowCount(p.item), 0);
       } catch (e) {

@@ -1,0 +1,37 @@
+/** What the API needs from the rest of the server; main.ts builds it. Each router takes only this. */
+import type { Logger } from '../core/log.js';
+import type { Namespace } from '../core/topics.js';
+import type { IngestOutcome } from '../core/ingest.js';
+import type { ApiAuth, ApiPrincipal } from './auth.js';
+import type { RequestValidator } from './openapi.js';
+import type { ApiTokenStore } from '../../bridge/sinks/store/api-tokens.js';
+import type { ReadQueries } from '../../bridge/sinks/store/queries.js';
+import type { LiveHub } from '../../bridge/sinks/live/hub.js';
+import type { Metrics } from './metrics.js';
+
+export interface ReadinessReport {
+  readonly ready: boolean;
+  readonly status: 'ready' | 'degraded' | 'starting' | 'stopping';
+  readonly checks: Record<string, unknown>;
+}
+
+export interface ApiDeps {
+  readonly log: Logger;
+  readiness(): ReadinessReport;
+  readonly auth: ApiAuth;
+  readonly tokens: ApiTokenStore;
+  readonly validator: RequestValidator;
+  readonly openapi: object;
+  readonly namespace: Namespace;
+  readonly queries: ReadQueries;
+  readonly hub: LiveHub;
+  readonly metrics: Metrics;
+  /**
+   * Writes one message through the same validation, ACL and durability path as MQTT. Resolves when the
+   * outcome is known: durable (no rejection), rejected (with its Rejection), or not durable (error).
+   */
+  publish(topic: string, payload: Buffer, principal: ApiPrincipal, opts: { retain: boolean }): Promise<IngestOutcome>;
+  readonly limits: { readonly bodyBytes: number; readonly topic: { readonly maxBytes: number; readonly maxLevels: number } };
+  /** Epoch ms; injected so tests can move time. */
+  now(): number;
+}

@@ -1,0 +1,12 @@
+/** JSON responses that keep integers beyond 2^53 exact (express's res.json would throw on bigint). */
+import type { Response } from 'express';
+import { stringifyJson } from '../../bridge/decode/json-exact.js';
+import type { JsonValue } from '../core/message.js';
+
+export function toJson(body: unknown): string {
+  return stringifyJson(body as JsonValue);
+}
+
+export function sendJson(res: Response, body: unknown, status = 200): void {
+  res.status(status).type('application/json').send(toJson(body));
+}
