@@ -21,6 +21,7 @@ import { LiveHub } from '../bridge/sinks/live/hub.js';
 import { REJECTED_PREFIX, type IngestOutcome } from './core/ingest.js';
 import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
+import { EventBus } from './core/events.js';
 
 export interface RunningServer {
   readonly config: Config;
@@ -34,6 +35,7 @@ export interface RunningServer {
   readonly namespace: Namespace;
   readonly hub: LiveHub;
   readonly metrics: Metrics;
+  readonly events: EventBus;
   readiness(): ReadinessReport;
   stop(): Promise<void>;
 }
@@ -152,6 +154,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     };
   };
 
+  // Events for webhooks and rules: producers emit here, consumers subscribe (wired below).
+  const events = new EventBus();
   const hub = new LiveHub();
   pipeline.onMessage((m) => hub.publish(m));
   const metrics = new Metrics({
@@ -192,7 +196,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   const deps: ApiDeps = {
     log: log.child({ component: 'api' }), readiness, auth: apiAuth, tokens, validator: new RequestValidator(openapi), openapi,
-    namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, publish, now: () => Date.now(),
+    namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, events, pool: store.pool, publish, now: () => Date.now(),
     limits: { bodyBytes: 1_048_576, topic: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels } },
   };
   const stream = createStreamServer(deps);
@@ -224,7 +228,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     'uns-bridge started');
 
   return {
-    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, readiness,
+    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, readiness,
     async stop() {
       if (stopping) return;
       stopping = true;

@@ -8,6 +8,7 @@ import type { ApiTokenStore } from '../../bridge/sinks/store/api-tokens.js';
 import type { ReadQueries } from '../../bridge/sinks/store/queries.js';
 import type { LiveHub } from '../../bridge/sinks/live/hub.js';
 import type { Metrics } from './metrics.js';
+import type { EventBus } from '../core/events.js';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -26,6 +27,9 @@ export interface ApiDeps {
   readonly queries: ReadQueries;
   readonly hub: LiveHub;
   readonly metrics: Metrics;
+  readonly events: EventBus;
+  /** The database pool, for API features that keep their own tables (webhooks, rules). */
+  readonly pool: import('pg').Pool;
   /**
    * Writes one message through the same validation, ACL and durability path as MQTT. Resolves when the
    * outcome is known: durable (no rejection), rejected (with its Rejection), or not durable (error).

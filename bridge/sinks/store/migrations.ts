@@ -107,6 +107,103 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'webhooks, rules, inbound ingest',
+    sql: `
+      CREATE TABLE webhooks (
+        id               uuid PRIMARY KEY,
+        name             text NOT NULL,
+        description      text,
+        url              text NOT NULL,
+        events           text[] NOT NULL,
+        -- {"topics": [mqtt filters], "conditions": [{"field", "operator", "value"}]}
+        filters          jsonb NOT NULL DEFAULT '{}',
+        -- custom headers; values of auth-like headers are redacted on read
+        headers          jsonb NOT NULL DEFAULT '{}',
+        -- [{"secret": "whsec_...", "created_at": ..., "expires_at": null}]: several during rotation
+        secrets          jsonb NOT NULL,
+        is_active        boolean NOT NULL DEFAULT true,
+        disabled_reason  text,
+        -- {"schedule_s": [...], "timeout_ms": n}
+        retry_config     jsonb NOT NULL DEFAULT '{}',
+        template         text,
+        -- {"max_size": n, "max_linger_ms": n} for sensor.reading
+        batch            jsonb NOT NULL DEFAULT '{}',
+        ordered          boolean NOT NULL DEFAULT false,
+        max_concurrency  integer NOT NULL DEFAULT 4,
+        -- who created it, with the roles whose read permissions its topic filters must stay inside
+        owner            text NOT NULL,
+        roles            text[] NOT NULL,
+        failing_since    timestamptz,
+        last_success_at  timestamptz,
+        created_at       timestamptz NOT NULL DEFAULT now(),
+        updated_at       timestamptz NOT NULL DEFAULT now()
+      );
+      -- The durable outbox: a row exists before anything is sent; its id is the webhook-id on every attempt.
+      CREATE TABLE webhook_deliveries (
+        id               text PRIMARY KEY,
+        seq              bigserial NOT NULL,
+        webhook_id       uuid NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+        event_type       text NOT NULL,
+        event_ids        text[] NOT NULL,
+        body             text NOT NULL,
+        status           text NOT NULL CHECK (status IN ('pending', 'in_flight', 'succeeded', 'dead')),
+        attempts         integer NOT NULL DEFAULT 0,
+        next_attempt_at  timestamptz NOT NULL,
+        locked_until     timestamptz,
+        last_attempt_at  timestamptz,
+        created_at       timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status IN ('pending', 'in_flight');
+      CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at DESC);
+      CREATE TABLE webhook_attempts (
+        delivery_id       text NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+        attempt           integer NOT NULL,
+        started_at        timestamptz NOT NULL,
+        status_code       integer,
+        latency_ms        integer NOT NULL,
+        response_excerpt  text,
+        error_class       text,
+        outcome           text NOT NULL,
+        next_retry_at     timestamptz,
+        PRIMARY KEY (delivery_id, attempt)
+      );
+      CREATE INDEX webhook_attempts_started ON webhook_attempts (started_at DESC);
+      -- Threshold rules (REST-managed; rules from topics.yaml are loaded at start-up with source 'file').
+      CREATE TABLE rules (
+        id               uuid PRIMARY KEY,
+        name             text NOT NULL,
+        topic_filter     text NOT NULL,
+        operator         text NOT NULL,
+        threshold        double precision NOT NULL,
+        hysteresis       double precision NOT NULL DEFAULT 0,
+        min_duration_ms  integer NOT NULL DEFAULT 0,
+        enabled          boolean NOT NULL DEFAULT true,
+        source           text NOT NULL DEFAULT 'api',
+        owner            text NOT NULL,
+        roles            text[] NOT NULL,
+        created_at       timestamptz NOT NULL DEFAULT now(),
+        updated_at       timestamptz NOT NULL DEFAULT now()
+      );
+      -- Per rule and topic: normal / pending / exceeded, so one event is sent per crossing across restarts.
+      CREATE TABLE rule_state (
+        rule_id   uuid NOT NULL,
+        topic     text NOT NULL,
+        state     text NOT NULL,
+        since     timestamptz NOT NULL,
+        value     double precision,
+        PRIMARY KEY (rule_id, topic)
+      );
+      -- Inbound signed ingest: delivery ids seen per source, for de-duplication.
+      CREATE TABLE ingest_dedup (
+        source       text NOT NULL,
+        delivery_id  text NOT NULL,
+        received_at  timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (source, delivery_id)
+      );
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */
