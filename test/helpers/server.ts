@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
+import jwt from 'jsonwebtoken';
 import { loadConfig, type Config } from '../../src/core/config.js';
 import { silentLogger, createLogger } from '../../src/core/log.js';
 import { startServer, type RunningServer } from '../../src/main.js';
@@ -10,6 +11,13 @@ import { hashPassword } from '../../src/core/passwords.js';
 import { packageRoot } from '../../src/core/paths.js';
 
 export const ADMIN = { username: 'admin', password: 'admin-password-1' };
+/** The JWT key testConfig gives the server. */
+export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-0123456789';
+
+/** A JWT for a principal with these roles, valid for expInS seconds (negative: already expired). */
+export function roleToken(sub: string, roles: readonly string[], expInS = 600): string {
+  return jwt.sign({ sub, roles, exp: Math.floor(Date.now() / 1000) + expInS }, TEST_JWT_SECRET, { algorithm: 'HS256' });
+}
 
 export function testConfig(databaseUrl: string | null, over: Record<string, unknown> = {}, dataDir?: string): Config {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'uns-test-data-'));
@@ -20,7 +28,7 @@ export function testConfig(databaseUrl: string | null, over: Record<string, unkn
     mqtt: { host: '127.0.0.1', port: 0 },
     http: { host: '127.0.0.1', port: 0 },
     database: { url: databaseUrl, timescale: 'auto' },
-    auth: { adminUser: ADMIN.username, adminPassword: ADMIN.password, jwtSecret: 'test-secret-that-is-long-enough-0123456789' },
+    auth: { adminUser: ADMIN.username, adminPassword: ADMIN.password, jwtSecret: TEST_JWT_SECRET },
     log: { level: process.env['UNS_TEST_LOG'] ?? 'silent' },
     ...over,
   });

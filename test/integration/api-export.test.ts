@@ -5,15 +5,13 @@
  * Run against PostgreSQL + TimescaleDB (hypertable, time index) and the embedded plain PostgreSQL (sort).
  */
 import { expect } from 'chai';
-import jwt from 'jsonwebtoken';
 import type { MqttClient } from 'mqtt';
 import sparkplugPayload from 'sparkplug-payload';
 import { TestPostgres, query } from '../helpers/postgres.js';
-import { testConfig, startTestServer, connect, publish, cleanup, waitFor, ADMIN } from '../helpers/server.js';
+import { testConfig, startTestServer, connect, publish, cleanup, waitFor, ADMIN, roleToken } from '../helpers/server.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
 
-const SECRET = 'test-secret-that-is-long-enough-0123456789';
 const MIN = 60_000;
 const M = 'acme/plant1/utilities/line4/meter';
 const TEMP = 'acme/plant1/packaging/line1/filler/temperature';
@@ -66,8 +64,8 @@ function contract(backend: Backend): void {
     let base: string;
     let url: string;
     let admin: string;
-    const analyst = jwt.sign({ sub: 'ana', roles: ['analyst'], exp: Math.floor(Date.now() / 1000) + 600 }, SECRET, { algorithm: 'HS256' });
-    const plc = jwt.sign({ sub: 'plc1', roles: ['plc'], exp: Math.floor(Date.now() / 1000) + 600 }, SECRET, { algorithm: 'HS256' });
+    const analyst = roleToken('ana', ['analyst']);
+    const plc = roleToken('plc1', ['plc']);
     const t0 = Math.floor(Date.now() / 1000) * 1000 - 30 * MIN + 7;
     const from = t0 - 1;
     const to = t0 + 1000;
@@ -223,7 +221,7 @@ function contract(backend: Backend): void {
     });
 
     it('refuses bad requests: 401 without valid credentials, 400 for a bad filter or range', async () => {
-      const expired = jwt.sign({ sub: 'ana', roles: ['analyst'], exp: Math.floor(Date.now() / 1000) - 600 }, SECRET, { algorithm: 'HS256' });
+      const expired = roleToken('ana', ['analyst'], -600);
       for (const token of [null, expired, 'garbage']) {
         const r = await get('/api/v1/export.csv', token);
         expect([r.status, await code(r)]).to.deep.equal([401, 'UNS_ERR_UNAUTHENTICATED']);

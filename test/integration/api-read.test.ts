@@ -5,15 +5,13 @@
  * plain PostgreSQL (date_bin), with the same hand-checkable expectations. Data arrives over MQTT QoS 1.
  */
 import { expect } from 'chai';
-import jwt from 'jsonwebtoken';
 import type { MqttClient } from 'mqtt';
 import sparkplugPayload from 'sparkplug-payload';
 import { TestPostgres, query } from '../helpers/postgres.js';
-import { testConfig, startTestServer, connect, publish, cleanup, ADMIN } from '../helpers/server.js';
+import { testConfig, startTestServer, connect, publish, cleanup, ADMIN, roleToken } from '../helpers/server.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
 
-const SECRET = 'test-secret-that-is-long-enough-0123456789';
 const MIN = 60_000;
 const HOUR = 3_600_000;
 
@@ -80,8 +78,8 @@ function contract(backend: Backend): void {
     let base: string;
     let url: string;
     let admin: string;
-    const analyst = jwt.sign({ sub: 'ana', roles: ['analyst'], exp: Math.floor(Date.now() / 1000) + 600 }, SECRET, { algorithm: 'HS256' });
-    const plc = jwt.sign({ sub: 'plc1', roles: ['plc'], exp: Math.floor(Date.now() / 1000) + 600 }, SECRET, { algorithm: 'HS256' });
+    const analyst = roleToken('ana', ['analyst']);
+    const plc = roleToken('plc1', ['plc']);
 
     const now = Date.now();
     // Four hours back, on the hour: every bucket width below starts on an aligned edge there.
@@ -365,7 +363,7 @@ function contract(backend: Backend): void {
       const h = (q: string): string => `/api/v1/datapoints/history?topic=${FLOW}&${q}`;
 
       it('answers 401 UNS_ERR_UNAUTHENTICATED to a missing, expired or garbage token on every read endpoint', async () => {
-        const expired = jwt.sign({ sub: 'ana', roles: ['analyst'], exp: Math.floor(Date.now() / 1000) - 600 }, SECRET, { algorithm: 'HS256' });
+        const expired = roleToken('ana', ['analyst'], -600);
         for (const path of ['/api/v1/topics', `/api/v1/topics/${TEMP}`, '/api/v1/datapoints/latest', h('')]) {
           for (const token of [null, expired, 'garbage.token.here']) {
             const r = await get(path, token);
