@@ -7,6 +7,7 @@ import pg from 'pg';
 import type { Logger } from '../../../src/core/log.js';
 import { migrate } from './migrations.js';
 import { setupTimescale, type TimescaleMode, type TimescaleStatus, type TimescalePolicy } from './timescale.js';
+import { numArray, textArray, boolArray } from './array-literal.js';
 import type { SampleRow, TopicMeta, WriteBatch, RetainedRow, StateRow } from './rows.js';
 
 export interface PgStoreOptions {
@@ -146,7 +147,7 @@ export class PgStore {
        SELECT to_timestamp(t / 1000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
        FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[])
          AS u(t, id, n, tx, b, j, by, q, s)`,
-      [time, topic, num, text, bool, json, bytes, quality, src],
+      [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)],
     );
     const lv = [...latest.entries()];
     // Replayed spool batches may be older than what is stored: never let an older value win.
@@ -159,9 +160,9 @@ export class PgStore {
          v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool, v_json = EXCLUDED.v_json,
          v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality
        WHERE l.time <= EXCLUDED.time`,
-      [lv.map(([id]) => id), lv.map(([, v]) => v.row.time), lv.map(([, v]) => v.receivedAt), lv.map(([, v]) => v.row.num),
-        lv.map(([, v]) => v.row.text), lv.map(([, v]) => v.row.bool), lv.map(([, v]) => v.row.json),
-        lv.map(([, v]) => v.row.bytes), lv.map(([, v]) => v.row.quality)],
+      [numArray(lv.map(([id]) => id)), numArray(lv.map(([, v]) => v.row.time)), numArray(lv.map(([, v]) => v.receivedAt)),
+        numArray(lv.map(([, v]) => v.row.num)), textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)),
+        textArray(lv.map(([, v]) => v.row.json)), textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
     );
   }
 
