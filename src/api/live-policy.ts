@@ -40,7 +40,8 @@ export interface LivePolicy {
 }
 
 export const DEFAULT_LIVE_POLICY: LivePolicy = Object.freeze({
-  batchMs: 50,
+  // 10 ms: at 100 clients x 10k points/s a 50 ms window alone put publish-to-client p99 near 60 ms.
+  batchMs: 10,
   flushPoints: 500,
   flushBytes: 256 * 1024,
   maxBatchPoints: 10_000,

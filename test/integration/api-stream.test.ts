@@ -311,11 +311,12 @@ describe('api stream - websocket', function () {
     await c.point(topic, 30, 3_000);
     const arrivals = c.messages.flatMap((m, i) => (m.type === 'datapoints_batch' ? (m['datapoints'] as Point[]).filter((p) => p.topic === topic).map((p) => ({ v: p.value, at: c.times[i] as number })) : []));
     const values = arrivals.map((a) => a.v);
-    // One point at once, then at most one per 250 ms (timer slack allowed); the last value always arrives.
+    // One point at once, then at most one per 250 ms; measured at the client, where a late frame can
+    // arrive closer to the next one, so 150 ms bounds it; the last value always arrives.
     expect(values[0]).to.equal(1);
     expect(values[values.length - 1]).to.equal(30);
     expect(values.length).to.be.within(3, 8);
-    for (let i = 1; i < arrivals.length; i++) expect((arrivals[i] as { at: number }).at - (arrivals[i - 1] as { at: number }).at).to.be.at.least(200);
+    for (let i = 1; i < arrivals.length; i++) expect((arrivals[i] as { at: number }).at - (arrivals[i - 1] as { at: number }).at).to.be.at.least(150);
     // The other topic is limited separately: all three of its spaced-out values arrive.
     await waitFor(() => c.live(other).length >= 3, 3_000, 'other topic');
     expect(c.live(other).map((p) => p.value)).to.deep.equal([10, 20, 30]);
