@@ -22,6 +22,10 @@ import { REJECTED_PREFIX, type IngestOutcome } from './core/ingest.js';
 import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
 import { EventBus } from './core/events.js';
+import { eventId } from './core/events.js';
+import { WebhookService } from '../bridge/sinks/webhooks/index.js';
+import { RuleService, PgRuleStore } from '../bridge/rules/index.js';
+import { buildIngestSources, IngestDedupStore } from '../bridge/ingest/index.js';
 
 export interface RunningServer {
   readonly config: Config;
@@ -36,6 +40,8 @@ export interface RunningServer {
   readonly hub: LiveHub;
   readonly metrics: Metrics;
   readonly events: EventBus;
+  readonly webhooks: WebhookService;
+  readonly rules: RuleService;
   readiness(): ReadinessReport;
   stop(): Promise<void>;
 }
@@ -56,6 +62,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const namespace = loadTopics(config.topicsFile);
   const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
   assertSchemasExist(namespace, schemas);
+  // Signed inbound ingest: secrets resolved now, so a missing one stops start-up rather than the first request.
+  const ingestSources = buildIngestSources(namespace, config.ingest, log.child({ component: 'ingest' }));
   if (config.auth.adminUser !== null && !namespace.roles.has('admin')) {
     throw new UnsError('UNS_ERR_CONFIG_INVALID', `UNS_ADMIN_USER is set but ${namespace.file} defines no 'admin' role`);
   }
@@ -158,6 +166,42 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const events = new EventBus();
   const hub = new LiveHub();
   pipeline.onMessage((m) => hub.publish(m));
+  // Threshold rules: judged in memory on every accepted message; state is written before events go out.
+  // Loaded once the database is open (not before: a crossing is never judged without its stored state).
+  const rules = new RuleService({
+    store: new PgRuleStore(store.pool), fileRules: namespace.rules, emit: (e) => events.emit(e), log: log.child({ component: 'rules' }),
+    permitted: (r) => acl.forRoles(r.roles).canSubscribe(r.topicFilter),
+  });
+  pipeline.onMessage(rules.onMessage);
+  const loadRules = (): void => {
+    if (storeOpen) rules.load().catch((e: Error) => log.warn({ err: e.message }, 'threshold rules not loaded yet'));
+  };
+  loadRules();
+  writer.on('state', (s) => { if (s === 'healthy') loadRules(); });
+  // Outbound webhooks: an event matched to an endpoint becomes an outbox row before anything is sent.
+  const webhooks = new WebhookService({
+    pool: store.pool, permissions: (roles) => acl.forRoles(roles), events, settings: config.webhooks,
+    topicLimits: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels }, log: log.child({ component: 'webhooks' }),
+  });
+  // sensor.reading: every point of a message bound for the store; built only when an endpoint takes it.
+  pipeline.onMessage((m) => {
+    if (!m.store || !webhooks.wants('sensor.reading')) return;
+    for (const p of m.points) {
+      events.emit({ id: eventId(m.receivedAt), type: 'sensor.reading', occurredAt: m.receivedAt, topic: p.topic, data: { value: p.value, timestamp: p.timestamp, quality: p.quality, unit: p.unit } });
+    }
+  });
+  const clientEvent = (type: 'device.online' | 'device.offline') => (c: { id: string }): void => {
+    const now = Date.now();
+    events.emit({ id: eventId(now), type, occurredAt: now, data: { client_id: c.id, username: (c as { uns?: { username?: string } }).uns?.username ?? null } });
+  };
+  broker.aedes.on('clientReady', clientEvent('device.online'));
+  broker.aedes.on('clientDisconnect', clientEvent('device.offline'));
+  writer.on('state', (s) => {
+    const now = Date.now();
+    events.emit({ id: eventId(now), type: 'system.health_changed', occurredAt: now, data: { component: 'store', state: s, reason: s === 'degraded' ? writer.stats.lastError : null } });
+  });
+  await webhooks.start();
+  undo.push(() => webhooks.stop());
   const metrics = new Metrics({
     accepted: () => pipeline.stats.accepted, rejected: () => pipeline.stats.rejected, queueDepth: () => writer.queued,
     spoolBytes: () => writer.stats.spoolBytes, backpressureHolds: () => pipeline.stats.backpressureHolds,
@@ -196,7 +240,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   const deps: ApiDeps = {
     log: log.child({ component: 'api' }), readiness, auth: apiAuth, tokens, validator: new RequestValidator(openapi), openapi,
-    namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, events, pool: store.pool, publish, now: () => Date.now(),
+    namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, events, pool: store.pool, rules,
+    ingest: { sources: ingestSources, dedup: new IngestDedupStore(store.pool) }, publish, now: () => Date.now(),
+    webhooks,
     limits: { bodyBytes: 1_048_576, topic: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels } },
   };
   const stream = createStreamServer(deps);
@@ -228,7 +274,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     'uns-bridge started');
 
   return {
-    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, readiness,
+    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
+    webhooks,
     async stop() {
       if (stopping) return;
       stopping = true;
@@ -237,6 +284,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       await broker.close();
       http.closeAllConnections();
       await new Promise<void>((r) => http.close(() => r()));
+      await rules.close();
+      await webhooks.stop();
       await writer.close();
       await store.close().catch(() => undefined);
       if (pgProcess && !pgProcess.adopted) await pgProcess.stop();

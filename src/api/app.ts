@@ -11,6 +11,9 @@ import { datapointsRouter } from './routes/datapoints.js';
 import { exportRouter } from './routes/export.js';
 import { publishRouter } from './routes/publish.js';
 import { eventsRouter } from './routes/events.js';
+import { webhooksRouter } from './routes/webhooks.js';
+import { rulesRouter } from './routes/rules.js';
+import { ingestRouter } from './routes/ingest.js';
 import { sendJson } from './json.js';
 
 export function createApp(deps: ApiDeps): Express {
@@ -48,12 +51,16 @@ export function createApp(deps: ApiDeps): Express {
 
   // Publish takes the raw body (the payload exactly as sent): mounted before the JSON parser.
   app.use(publishRouter(deps));
+  // Signed ingest verifies its HMAC over the raw bytes: also before the JSON parser.
+  app.use(ingestRouter(deps));
   app.use(express.json({ limit: deps.limits.bodyBytes, type: ['application/json', 'application/*+json'] }));
   app.use(authRouter(deps));
   app.use(namespaceRouter(deps));
   app.use(datapointsRouter(deps));
   app.use(exportRouter(deps));
   app.use(eventsRouter(deps));
+  app.use(webhooksRouter(deps));
+  app.use(rulesRouter(deps));
 
   app.use((_req, _res, next) => next(new ApiError('UNS_ERR_NOT_FOUND', 'no such endpoint')));
   app.use(errorHandler(deps.log));

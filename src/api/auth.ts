@@ -13,7 +13,8 @@ export interface ApiPrincipal {
   readonly username: string;
   readonly roles: readonly string[];
   readonly perms: Permissions;
-  readonly via: 'jwt' | 'api-token';
+  /** 'ingest': a signed inbound ingest source acting with its configured role. */
+  readonly via: 'jwt' | 'api-token' | 'ingest';
   /** Epoch ms when the credential stops being valid, or null. */
   readonly expiresAt: number | null;
   readonly tokenId?: string | undefined;

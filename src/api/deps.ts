@@ -9,6 +9,9 @@ import type { ReadQueries } from '../../bridge/sinks/store/queries.js';
 import type { LiveHub } from '../../bridge/sinks/live/hub.js';
 import type { Metrics } from './metrics.js';
 import type { EventBus } from '../core/events.js';
+import type { WebhookService } from '../../bridge/sinks/webhooks/index.js';
+import type { RuleService } from '../../bridge/rules/index.js';
+import type { IngestDedupStore, IngestSource } from '../../bridge/ingest/index.js';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -30,6 +33,12 @@ export interface ApiDeps {
   readonly events: EventBus;
   /** The database pool, for API features that keep their own tables (webhooks, rules). */
   readonly pool: import('pg').Pool;
+  /** Outbound webhooks (routes/webhooks.ts); absent when not wired (the routes answer 503). */
+  readonly webhooks?: WebhookService;
+  /** Threshold rules (routes/rules.ts). */
+  readonly rules: RuleService;
+  /** Signed inbound ingest sources from topics.yaml, and the delivery ids already processed (routes/ingest.ts). */
+  readonly ingest: { readonly sources: ReadonlyMap<string, IngestSource>; readonly dedup: IngestDedupStore };
   /**
    * Writes one message through the same validation, ACL and durability path as MQTT. Resolves when the
    * outcome is known: durable (no rejection), rejected (with its Rejection), or not durable (error).

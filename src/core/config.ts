@@ -34,6 +34,38 @@ export interface Config {
     readonly jwtPublicKey: string | null; readonly jwtAlgorithms: readonly string[]; readonly jwtClockToleranceS: number;
   };
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly webhooks: {
+    /** CIDRs and host names deliveries may reach although private/loopback (UNS_WEBHOOK_ALLOWLIST). */
+    readonly allowlist: string;
+    /** Delivery attempts in flight at once in this instance (UNS_WEBHOOK_WORKERS). */
+    readonly workers: number;
+    /** How often the outbox is polled for due deliveries when nothing woke the workers (UNS_WEBHOOK_POLL_MS). */
+    readonly pollIntervalMs: number;
+    /** Deliveries claimed per query at most (UNS_WEBHOOK_CLAIM_BATCH). */
+    readonly claimBatch: number;
+    /** A claimed delivery's lease is its timeout plus this; a crashed worker's rows are retried after it. */
+    readonly leaseMarginMs: number;
+    /** An endpoint failing with no success for this long is disabled (UNS_WEBHOOK_DISABLE_AFTER_S). */
+    readonly disableAfterS: number;
+    /** After a secret rotation the old secret keeps signing for this long. */
+    readonly rotationGraceS: number;
+    /** Outbox rows waiting in memory for the database at most; beyond, the oldest are dropped (counted). */
+    readonly maxQueued: number;
+    /** On shutdown, how long attempts under way may finish before their leases are left to expire. */
+    readonly stopGraceMs: number;
+    /** How often each instance re-reads the endpoint list (changes made through another instance). */
+    readonly refreshIntervalMs: number;
+    /** Settled deliveries (succeeded or dead) and their attempts are kept this long. */
+    readonly retentionS: number;
+    /** Response bytes read per attempt; the delivery log keeps the first 1 KiB as the excerpt. */
+    readonly maxResponseBytes: number;
+  };
+  readonly ingest: {
+    /** UNS_INGEST_SECRET_* variables, named by topics.yaml `ingest[].secretEnv`. Never logged or echoed. */
+    readonly secrets: Readonly<Record<string, string>>;
+    /** Accept `ingest[].secret` literals in topics.yaml (development only; warned at start-up). */
+    readonly allowLiteralSecrets: boolean;
+  };
 }
 
 export const DEFAULTS: Config = {
@@ -48,6 +80,12 @@ export const DEFAULTS: Config = {
   payload: { maxBytes: 262_144, maxDepth: 32 },
   auth: { adminUser: null, adminPassword: null, jwtSecret: null, jwtPublicKey: null, jwtAlgorithms: ['HS256'], jwtClockToleranceS: 5 },
   log: { level: 'info' },
+  webhooks: {
+    allowlist: '', workers: 32, pollIntervalMs: 1_000, claimBatch: 100, leaseMarginMs: 30_000, disableAfterS: 5 * 86_400,
+    rotationGraceS: 86_400, maxQueued: 100_000, stopGraceMs: 2_000, refreshIntervalMs: 5_000, retentionS: 30 * 86_400,
+    maxResponseBytes: 4_096,
+  },
+  ingest: { secrets: {}, allowLiteralSecrets: false },
 };
 
 type Kind = 'string' | 'int' | 'nullable-string';
@@ -70,6 +108,11 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_JWT_SECRET', 'auth.jwtSecret', 'nullable-string'],
   ['UNS_JWT_PUBLIC_KEY', 'auth.jwtPublicKey', 'nullable-string'],
   ['UNS_LOG_LEVEL', 'log.level', 'string'],
+  ['UNS_WEBHOOK_ALLOWLIST', 'webhooks.allowlist', 'string'],
+  ['UNS_WEBHOOK_WORKERS', 'webhooks.workers', 'int'],
+  ['UNS_WEBHOOK_POLL_MS', 'webhooks.pollIntervalMs', 'int'],
+  ['UNS_WEBHOOK_CLAIM_BATCH', 'webhooks.claimBatch', 'int'],
+  ['UNS_WEBHOOK_DISABLE_AFTER_S', 'webhooks.disableAfterS', 'int'],
 ];
 
 /** Keys whose values are never echoed in an error. */
@@ -106,7 +149,7 @@ function deepFreeze<T>(o: T): T {
 }
 
 function fail(key: string, value: unknown, reason: string, path = key): never {
-  const secret = SECRET_PATHS.has(path) || ENV_KEYS.some(([env, p]) => env === key && SECRET_PATHS.has(p));
+  const secret = SECRET_PATHS.has(path) || path.startsWith('ingest.secrets') || ENV_KEYS.some(([env, p]) => env === key && SECRET_PATHS.has(p));
   const shown = secret ? '<hidden>' : JSON.stringify(value);
   throw new UnsError('UNS_ERR_CONFIG_INVALID', `${key}=${shown}: ${reason}`);
 }
@@ -142,6 +185,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj 
       setPath(cfg, path, raw);
     }
   }
+  // Inbound ingest secrets: only UNS_INGEST_SECRET_* names, so topics.yaml cannot point at any other secret.
+  const ingestSecrets: Obj = {};
+  for (const [name, value] of Object.entries(env)) if (/^UNS_INGEST_SECRET_[A-Z0-9_]{1,64}$/.test(name) && value) ingestSecrets[name] = value;
+  setPath(cfg, 'ingest.secrets', ingestSecrets);
   cfg = merge(cfg, overrides);
 
   if (!validate(cfg)) {

@@ -41,6 +41,13 @@ export const ERROR_CODES = {
   UNS_ERR_RATE_LIMITED: 'Too many requests; retry after the time given (429)',
   UNS_ERR_UNAVAILABLE: 'The write could not be made durable now; retry (503)',
   UNS_ERR_INTERNAL: 'An unexpected server error, logged with details (500)',
+  // webhooks (REST answers 400; deliveries themselves never raise: their outcome is in the delivery log)
+  UNS_ERR_WEBHOOK_URL_REFUSED: 'A webhook URL is not http(s), does not parse, or names a blocked address (loopback, link-local, private) that is not allow-listed (400)',
+  UNS_ERR_WEBHOOK_TEMPLATE_INVALID: 'A webhook payload template is not JSON or uses a placeholder that is not a plain field path (400)',
+  // inbound signed ingest (POST /api/v1/ingest/<source>)
+  UNS_ERR_SIGNATURE_INVALID: 'An inbound ingest request has a missing, malformed or wrong HMAC signature (401)',
+  UNS_ERR_TIMESTAMP_SKEW: "An inbound ingest request's signed timestamp is outside the tolerance (at most 5 min): replayed or skewed (401)",
+  UNS_ERR_INGEST_MAPPING: 'A value of an inbound ingest body could not be mapped: a field is missing or a placeholder is not a valid topic level',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

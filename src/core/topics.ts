@@ -5,13 +5,15 @@
  * line, column and key path of every problem; the returned methods never throw.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import { UnsError } from './errors.js';
 import type { Encoding, Isa95Path } from './message.js';
 import { schemasDir } from './paths.js';
-import { DEFAULT_MATCH_CACHE_SIZE, TopicMatcher, filterCovers, validateTopicFilter } from './topic-filter.js';
+import { DEFAULT_MATCH_CACHE_SIZE, TopicMatcher, filterCovers, filtersOverlap, validateTopicFilter } from './topic-filter.js';
+import { parsePath, parseTemplate, type CompiledMapping, type FieldPath } from './ingest-mapping.js';
 
 export interface LevelSpec {
   readonly name: string;
@@ -56,6 +58,55 @@ export interface UserSpec {
   readonly description?: string;
 }
 
+export type RuleOperator = '>' | '>=' | '<' | '<=';
+
+/** A threshold rule written in topics.yaml (`rules:`); REST-managed rules have the same shape. */
+export interface RuleSpec {
+  readonly name: string;
+  readonly filter: string;
+  readonly operator: RuleOperator;
+  readonly threshold: number;
+  readonly hysteresis: number;
+  readonly minDurationMs: number;
+  readonly enabled: boolean;
+  readonly description?: string;
+}
+
+export type SignatureScheme = 'standard' | 'sha256' | 'hex';
+
+/** One mapping as written, for the verify endpoint. */
+export interface IngestMappingText {
+  readonly match?: string;
+  readonly topic: string;
+  readonly value: string;
+  readonly timestamp?: string;
+  readonly quality?: string;
+  readonly unit?: string;
+}
+
+/** A source of signed inbound HTTP ingest (`ingest:`): POST /api/v1/ingest/<name>. */
+export interface IngestSourceSpec {
+  readonly name: string;
+  readonly signature: SignatureScheme;
+  /** Where the secret comes from: an environment variable (resolved by config.ts) or a literal (dev only). */
+  readonly secret: { readonly env: string } | { readonly literal: string };
+  /** Header carrying the signature (lower case). */
+  readonly header: string;
+  /** Delivery id for de-duplication: a header (lower case), a body field, or neither. */
+  readonly idHeader: string | null;
+  readonly idField: FieldPath | null;
+  /** sha256/hex: a body field (covered by the signature) holding the send time. */
+  readonly timestampField: FieldPath | null;
+  readonly toleranceS: number;
+  /** CIDRs as written; null = any address. */
+  readonly allow: readonly string[] | null;
+  /** The role whose write permissions apply to the mapped topics. */
+  readonly role: string;
+  readonly mappings: readonly CompiledMapping[];
+  readonly mappingsText: readonly IngestMappingText[];
+  readonly description?: string;
+}
+
 export type LevelCheck = { readonly path: Isa95Path } | { readonly reason: string };
 
 export interface Namespace {
@@ -69,6 +120,10 @@ export interface Namespace {
   /** Keyed by username. */
   readonly users: ReadonlyMap<string, UserSpec>;
   readonly anonymousRole: string | null;
+  /** Threshold rules from topics.yaml, in file order. */
+  readonly rules: readonly RuleSpec[];
+  /** Signed inbound HTTP ingest sources, in file order. */
+  readonly ingest: readonly IngestSourceSpec[];
   /** The first route whose filter matches the topic. Never throws. */
   matchRoute(topic: string): RouteSpec | undefined;
   /** Checks the topic's leading levels against `levels`. Never throws. */
@@ -223,6 +278,9 @@ function pointerToPath(instancePath: string, data: unknown): PathSeg[] {
 const PATTERN_HINTS: Readonly<Record<string, string>> = {
   retention: 'must be a duration: a positive whole number and a unit s, m, h, d, w or y (e.g. 30d)',
   passwordHash: 'must be an scrypt hash made by `uns-bridge hash-password`',
+  minDuration: 'must be 0 or a whole number and a unit ms, s, m or h (e.g. 30s)',
+  tolerance: 'must be whole seconds or minutes between 1s and 5m (e.g. 300s)',
+  secretEnv: 'must name an environment variable UNS_INGEST_SECRET_<NAME> (upper case, digits, _)',
 };
 
 function describeAjvError(e: ErrorObject, data: unknown): Problem | null {
@@ -306,6 +364,33 @@ interface RawUser {
   description?: string;
 }
 
+interface RawRule {
+  name: string;
+  filter: string;
+  operator: RuleOperator;
+  threshold: number;
+  hysteresis?: number;
+  minDuration?: string;
+  enabled?: boolean;
+  description?: string;
+}
+
+interface RawIngest {
+  name: string;
+  secretEnv?: string;
+  secret?: string;
+  signature: SignatureScheme;
+  header?: string;
+  idHeader?: string;
+  idField?: string;
+  timestampField?: string;
+  tolerance?: string;
+  allow?: string[];
+  role: string;
+  mappings: IngestMappingText[];
+  description?: string;
+}
+
 interface RawTopics {
   version: 1;
   levels: RawLevel[];
@@ -313,6 +398,8 @@ interface RawTopics {
   roles?: Record<string, RawRole>;
   users?: RawUser[];
   anonymous?: string | null;
+  rules?: RawRule[];
+  ingest?: RawIngest[];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -509,12 +596,17 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
     add(['anonymous'], `unknown role ${JSON.stringify(anonymousRole)}${knownRoles(roles)}`);
   }
 
+  const ruleSpecs = buildRules(raw.rules ?? [], add);
+  const ingest = buildIngest(raw.ingest ?? [], roles, add);
+
   if (problems.length > 0) fail(file, problems, locate);
 
   deepFreeze(levels);
   deepFreeze(routes);
   for (const r of roles.values()) deepFreeze(r);
   for (const u of users.values()) deepFreeze(u);
+  deepFreeze(ruleSpecs);
+  deepFreeze(ingest);
 
   const matcher = new TopicMatcher<RouteSpec>(routes.map((r) => [r.filter, r] as const));
   const checkLevels = makeCheckLevels(levels);
@@ -526,9 +618,164 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
     roles: roles as ReadonlyMap<string, RoleSpec>,
     users: users as ReadonlyMap<string, UserSpec>,
     anonymousRole,
+    rules: ruleSpecs,
+    ingest,
     matchRoute: (topic: string) => matcher.match(topic),
     checkLevels,
   });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Threshold rules and inbound ingest sources
+
+type AddProblem = (path: readonly PathSeg[], message: string, at?: 'key' | 'value') => void;
+
+/** The longest a rule may wait before firing: the rules table keeps it in an integer of milliseconds. */
+export const MAX_RULE_MIN_DURATION_MS = 7 * 86_400_000;
+/** Standard Webhooks' 5 minutes is also the most we tolerate (GUARANTEES.md). */
+export const MAX_INGEST_TOLERANCE_S = 300;
+
+const MS_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
+
+/** `0`, or `<n>ms|s|m|h`, as milliseconds; null if malformed. */
+export function parseShortDuration(text: string): number | null {
+  if (text === '0') return 0;
+  const m = /^([0-9]{1,9})(ms|s|m|h)$/.exec(text);
+  if (m === null) return null;
+  return Number(m[1]) * (MS_UNITS[m[2] as string] as number);
+}
+
+function buildRules(raw: readonly RawRule[], add: AddProblem): RuleSpec[] {
+  const out: RuleSpec[] = [];
+  const seen = new Map<string, number>();
+  raw.forEach((r, i) => {
+    const dup = seen.get(r.name);
+    if (dup !== undefined) add(['rules', i, 'name'], `duplicate rule name (also rules[${dup}])`);
+    else seen.set(r.name, i);
+    const bad = validateTopicFilter(r.filter);
+    if (bad !== null) add(['rules', i, 'filter'], `invalid topic filter: ${bad}`);
+    if (!Number.isFinite(r.threshold)) add(['rules', i, 'threshold'], 'must be a finite number');
+    const hysteresis = r.hysteresis ?? 0;
+    if (!Number.isFinite(hysteresis)) add(['rules', i, 'hysteresis'], 'must be a finite number');
+    let minDurationMs = 0;
+    if (r.minDuration !== undefined) {
+      const ms = parseShortDuration(r.minDuration);
+      if (ms === null || ms > MAX_RULE_MIN_DURATION_MS) add(['rules', i, 'minDuration'], 'must be 0 or a whole number and a unit ms, s, m or h, at most 7 days (e.g. 30s)');
+      else minDurationMs = ms;
+    }
+    const spec: { -readonly [K in keyof RuleSpec]: RuleSpec[K] } = {
+      name: r.name, filter: r.filter, operator: r.operator, threshold: r.threshold, hysteresis, minDurationMs, enabled: r.enabled ?? true,
+    };
+    if (r.description !== undefined) spec.description = r.description;
+    out.push(spec);
+  });
+  return out;
+}
+
+/** An IP address or CIDR (`10.0.0.0/8`, `2001:db8::/32`, `127.0.0.1`). */
+function isCidr(text: string): boolean {
+  const slash = text.indexOf('/');
+  const addr = slash < 0 ? text : text.slice(0, slash);
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (slash < 0) return true;
+  const p = text.slice(slash + 1);
+  return /^[0-9]{1,3}$/.test(p) && Number(p) <= (family === 4 ? 32 : 128);
+}
+
+function buildIngest(raw: readonly RawIngest[], roles: ReadonlyMap<string, RoleSpec>, add: AddProblem): IngestSourceSpec[] {
+  const out: IngestSourceSpec[] = [];
+  const seen = new Map<string, number>();
+  raw.forEach((src, i) => {
+    const at = (...rest: PathSeg[]): PathSeg[] => ['ingest', i, ...rest];
+    const dup = seen.get(src.name);
+    if (dup !== undefined) add(at('name'), `duplicate source name (also ingest[${dup}])`);
+    else seen.set(src.name, i);
+
+    let secret: IngestSourceSpec['secret'] = { literal: '' };
+    if (src.secretEnv !== undefined && src.secret !== undefined) add(at('secret'), 'set either secretEnv or secret, not both', 'key');
+    else if (src.secretEnv !== undefined) secret = { env: src.secretEnv };
+    else if (src.secret !== undefined) secret = { literal: src.secret };
+    else add(at('secretEnv'), 'is required (the name of an UNS_INGEST_SECRET_* environment variable; `secret` is for development only)');
+
+    const standard = src.signature === 'standard';
+    if (standard) {
+      // Standard Webhooks fixes its headers and signs the id and timestamp with the body.
+      for (const k of ['header', 'idHeader', 'idField', 'timestampField'] as const) {
+        if (src[k] !== undefined) add(at(k), 'not used with signature standard (webhook-id, webhook-timestamp and webhook-signature are fixed)', 'key');
+      }
+    }
+    if (src.idHeader !== undefined && src.idField !== undefined) add(at('idField'), 'set either idHeader or idField, not both', 'key');
+    const fieldPath = (key: 'idField' | 'timestampField'): FieldPath | null => {
+      const text = src[key];
+      if (text === undefined || standard) return null;
+      const p = parsePath(text);
+      if (typeof p === 'string') { add(at(key), `bad path: ${p}`); return null; }
+      if (p.wildcard) { add(at(key), 'must select one value (no [*])'); return null; }
+      return { ...p, root: true };
+    };
+
+    let toleranceS = MAX_INGEST_TOLERANCE_S;
+    if (src.tolerance !== undefined) {
+      const ms = parseShortDuration(src.tolerance);
+      if (ms === null || ms < 1000 || ms % 1000 !== 0 || ms > MAX_INGEST_TOLERANCE_S * 1000) add(at('tolerance'), 'must be whole seconds between 1s and 5m (e.g. 300s)');
+      else toleranceS = ms / 1000;
+    }
+
+    (src.allow ?? []).forEach((c, k) => { if (!isCidr(c)) add(at('allow', k), 'not an IP address or CIDR'); });
+
+    const role = roles.get(src.role);
+    if (role === undefined) add(at('role'), `unknown role ${JSON.stringify(src.role)}${knownRoles(roles)}`);
+
+    const mappings: CompiledMapping[] = [];
+    src.mappings.forEach((m, k) => {
+      const mat = (...rest: PathSeg[]): PathSeg[] => at('mappings', k, ...rest);
+      const path = (key: 'value' | 'timestamp' | 'quality' | 'unit'): FieldPath | undefined => {
+        const text = m[key];
+        if (text === undefined) return undefined;
+        const p = parsePath(text);
+        if (typeof p === 'string') { add(mat(key), `bad path: ${p}`); return undefined; }
+        if (p.wildcard) { add(mat(key), 'must select one value (no [*])'); return undefined; }
+        return p;
+      };
+      let match: FieldPath | null = null;
+      if (m.match !== undefined) {
+        const p = parsePath(m.match);
+        if (typeof p === 'string') add(mat('match'), `bad path: ${p}`);
+        else match = { ...p, root: true };
+      }
+      const topic = parseTemplate(m.topic);
+      if (typeof topic === 'string') add(mat('topic'), topic);
+      else if (role !== undefined && !role.write.some((w) => validateTopicFilter(w) === null && filtersOverlap(w, topic.filter))) {
+        add(mat('topic'), `role ${src.role} may not write any topic of this template (${topic.filter})`);
+      }
+      const value = path('value');
+      const mapping: { -readonly [K in keyof CompiledMapping]: CompiledMapping[K] } = {
+        match, topic: typeof topic === 'string' ? { text: m.topic, parts: [], filter: '' } : topic,
+        value: value ?? { text: m.value, root: false, segs: [], wildcard: false },
+      };
+      const ts = path('timestamp');
+      const q = path('quality');
+      const u = path('unit');
+      if (ts) mapping.timestamp = ts;
+      if (q) mapping.quality = q;
+      if (u) mapping.unit = u;
+      mappings.push(mapping);
+    });
+
+    const spec: { -readonly [K in keyof IngestSourceSpec]: IngestSourceSpec[K] } = {
+      name: src.name, signature: src.signature, secret,
+      header: standard ? 'webhook-signature' : (src.header ?? 'X-Webhook-Signature').toLowerCase(),
+      idHeader: standard ? 'webhook-id' : src.idHeader?.toLowerCase() ?? null,
+      idField: fieldPath('idField'),
+      timestampField: fieldPath('timestampField'),
+      toleranceS, allow: src.allow ? [...src.allow] : null, role: src.role, mappings,
+      mappingsText: src.mappings.map((m) => ({ ...m })),
+    };
+    if (src.description !== undefined) spec.description = src.description;
+    out.push(spec);
+  });
+  return out;
 }
 
 function knownRoles(roles: ReadonlyMap<string, RoleSpec>): string {

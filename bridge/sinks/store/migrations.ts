@@ -150,13 +150,21 @@ export const MIGRATIONS: readonly Migration[] = [
         body             text NOT NULL,
         status           text NOT NULL CHECK (status IN ('pending', 'in_flight', 'succeeded', 'dead')),
         attempts         integer NOT NULL DEFAULT 0,
+        -- attempts made before the last manual replay: the retry schedule restarts from here
+        attempt_base     integer NOT NULL DEFAULT 0,
+        -- why a dead delivery stopped: schedule | gone | fail | endpoint-disabled | test
+        dead_reason      text,
         next_attempt_at  timestamptz NOT NULL,
         locked_until     timestamptz,
         last_attempt_at  timestamptz,
         created_at       timestamptz NOT NULL DEFAULT now()
       );
-      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status IN ('pending', 'in_flight');
+      -- per endpoint: pending rows by due time (claims), in-flight rows by lease (concurrency, expired leases)
+      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
+      CREATE INDEX webhook_deliveries_inflight ON webhook_deliveries (webhook_id, locked_until) WHERE status = 'in_flight';
       CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at DESC);
+      -- per endpoint, unsettled rows in order: the claim query's scan (ordered mode takes the head)
+      CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (webhook_id, seq) WHERE status IN ('pending', 'in_flight');
       CREATE TABLE webhook_attempts (
         delivery_id       text NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
         attempt           integer NOT NULL,
@@ -202,6 +210,8 @@ export const MIGRATIONS: readonly Migration[] = [
         received_at  timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (source, delivery_id)
       );
+      -- pruning of old delivery ids
+      CREATE INDEX ingest_dedup_received ON ingest_dedup (received_at);
     `,
   },
 ];
