@@ -9,12 +9,14 @@
  * the scheduled time, so a full window shows up as latency rather than being hidden (coordinated omission).
  * One subscriber on `acme/#` measures publish -> delivery latency from the timestamp in the payload.
  *
- * stdout: one JSON object per line: {"event":"connected"}, {"event":"measure-start"}, {"event":"measure-end"},
- * and last {"event":"result", ...}. Diagnostics go to stderr.
+ * stdout: one JSON object per line: {"event":"connected"}, {"event":"measure-start","epoch"},
+ * {"event":"measure-end","epoch"} (epoch: the payload clock at the window's edges, epoch ms), and last
+ * {"event":"result", ...}. Diagnostics go to stderr.
  */
 import { performance, monitorEventLoopDelay } from 'node:perf_hooks';
 import { LiteClient } from './mqtt-lite.js';
 import { Histogram, type LatencySummary } from './histogram.js';
+import { areaOf, topicsFor } from './topics.js';
 
 export interface LoadConfig {
   readonly label: string;
@@ -32,6 +34,12 @@ export interface LoadConfig {
   readonly rate: number;
   readonly subscribe: boolean;
   readonly drainTimeoutS: number;
+  /**
+   * The payload's value is its send time (epoch ms, 3 decimals) instead of a sensor-like reading, so a
+   * consumer that only sees the value (the WebSocket stream sends the timestamp at ms precision) can
+   * measure latency to the microsecond.
+   */
+  readonly stampValue?: boolean;
 }
 
 export interface LoadResult {
@@ -55,33 +63,14 @@ export interface LoadResult {
   readonly maxBacklog: number;
   readonly backlogUnsent: number;
   readonly connectionErrors: readonly string[];
+  /** Publishes acknowledged over the whole run per `acme/<site>/<area>`: what a filtered consumer should see. */
+  readonly ackedByArea: Readonly<Record<string, number>>;
   readonly loadCpuPct: number;
   /** How late the generator's own event loop ran (p99, beyond the 5 ms sampling timer): its latency figures are this precise. */
   readonly loopLagP99Ms: number;
 }
 
 type Phase = 'setup' | 'warmup' | 'measure' | 'drain';
-
-const SITES = ['plant1', 'plant2'];
-const AREAS = ['brewing', 'packaging', 'utilities', 'warehouse'];
-const CELLS = ['filler', 'capper', 'labeler', 'palletizer', 'mixer', 'boiler', 'compressor', 'conveyor'];
-// None of these is a named route in topics.yaml, so all go to the catch-all route (JSON, no deadband).
-const TAGS = ['flow_rate', 'level', 'vibration', 'humidity', 'current', 'voltage', 'torque', 'ph', 'conductivity', 'weight'];
-
-/** Publisher i owns topics acme/<site>/<area>/line<n>/<cell>/<tag>: (site, area, line) is unique per publisher. */
-function topicsFor(i: number, count: number): string[] {
-  const combos = SITES.length * AREAS.length;
-  const site = SITES[i % SITES.length] as string;
-  const area = AREAS[Math.floor(i / SITES.length) % AREAS.length] as string;
-  const line = `line${Math.floor(i / combos) + 1}`;
-  const out: string[] = [];
-  for (let j = 0; j < count; j++) {
-    const cell = CELLS[j % CELLS.length] as string;
-    const tag = (TAGS[j % TAGS.length] as string) + (j >= TAGS.length ? `_${Math.floor(j / TAGS.length)}` : '');
-    out.push(`acme/${site}/${area}/${line}/${cell}/${tag}`);
-  }
-  return out;
-}
 
 function emit(obj: object): void {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -121,6 +110,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     inflight = 0;
     nextId = 1;
     nextTopic = 0;
+    acked = 0;
 
     constructor(readonly index: number) {
       this.topics = topicsFor(index, cfg.topicsPerPublisher).map((t) => Buffer.from(t, 'utf8'));
@@ -136,9 +126,17 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
       this.nextId = id === 65_535 ? 1 : id + 1;
       const j = this.nextTopic;
       this.nextTopic = j + 1 === this.topics.length ? 0 : j + 1;
-      const v = (this.values[j] as number) + (Math.random() - 0.5) * 0.5;
-      this.values[j] = v;
-      const payload = `{"value": ${v.toFixed(2)}, "timestamp": ${epochNow().toFixed(3)}, "quality": "good"}`;
+      let value: string;
+      if (cfg.stampValue) {
+        // The scheduled time, as for the PUBACK latency: a publish that waited for a window slot shows that
+        // wait downstream too.
+        value = (performance.timeOrigin + startedAt).toFixed(3);
+      } else {
+        const v = (this.values[j] as number) + (Math.random() - 0.5) * 0.5;
+        this.values[j] = v;
+        value = v.toFixed(2);
+      }
+      const payload = `{"value": ${value}, "timestamp": ${epochNow().toFixed(3)}, "quality": "good"}`;
       this.sentAt[id] = startedAt;
       this.inflight++;
       totalSent++;
@@ -158,6 +156,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     onPuback(id: number): void {
       const now = performance.now();
       this.inflight--;
+      this.acked++;
       totalAcked++;
       if (phase === 'measure') {
         windowAcked++;
@@ -240,14 +239,15 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
   loop.enable();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  emit({ event: 'measure-start' });
+  emit({ event: 'measure-start', epoch: measureStartEpoch });
   await sleep(cfg.seconds * 1000);
   phase = 'drain';
+  const measureEndEpoch = epochNow();
   const measuredMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   loop.disable();
   if (ticker) clearInterval(ticker);
-  emit({ event: 'measure-end', acked: windowAcked });
+  emit({ event: 'measure-end', acked: windowAcked, epoch: measureEndEpoch });
 
   // Drain: nothing new is sent; wait for what is in flight to be acknowledged and delivered.
   const backlogUnsent = pubs.reduce((n, p) => n + p.backlogDepth, 0);
@@ -260,6 +260,8 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
   }
   const unackedAtEnd = pubs.reduce((n, p) => n + p.inflight, 0);
   await Promise.all([...pubs.map((p) => p.client.end()), subscriber?.end()]);
+  const ackedByArea: Record<string, number> = {};
+  for (const p of pubs) ackedByArea[areaOf(p.index)] = (ackedByArea[areaOf(p.index)] ?? 0) + p.acked;
 
   return {
     event: 'result',
@@ -281,6 +283,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     maxBacklog,
     backlogUnsent,
     connectionErrors: errors,
+    ackedByArea,
     loadCpuPct: Math.round(((cpu.user + cpu.system) / 1000 / measuredMs) * 1000) / 10,
     loopLagP99Ms: Math.max(0, Math.round(loop.percentile(99) / 1e4 - LOOP_RESOLUTION_MS * 100) / 100),
   };

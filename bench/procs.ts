@@ -3,7 +3,7 @@
  * recorded by PID and ended by PID (SIGTERM, then SIGKILL after a grace period), also on failure or Ctrl-C.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, readdirSync } from 'node:fs';
 
 /** Clock ticks per second for /proc/<pid>/stat times; 100 on every Linux build we run on. */
 const CLK_TCK = 100;
@@ -46,10 +46,13 @@ export class ProcessRegistry {
     this.closed = true;
   }
 
-  /** `logTo`: a file for stderr (and for stdout too with `stdoutToLog`; otherwise stdout is the caller's to read). */
-  spawnNode(name: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; logTo?: string; stdoutToLog?: boolean } = {}): Tracked {
+  /**
+   * `logTo`: a file for stderr (and for stdout too with `stdoutToLog`; otherwise stdout is the caller's to
+   * read). `stdin`: a pipe the caller writes commands to (otherwise no stdin).
+   */
+  spawnNode(name: string, args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; logTo?: string; stdoutToLog?: boolean; stdin?: boolean } = {}): Tracked {
     if (this.closed) throw new Error(`not starting ${name}: the bench is stopping`);
-    const child = spawn(process.execPath, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     if (child.pid === undefined) throw new Error(`could not start ${name}`);
     const file = opts.logTo === undefined ? null : createWriteStream(opts.logTo);
     if (file) {
@@ -194,4 +197,84 @@ export class MemorySampler {
       pgPeakPssMb: this.pgRoot() === null && this.peakPgKb === 0 ? null : mb(this.peakPgKb),
     };
   }
+}
+
+/** VmRSS of one process every `everyMs`, kept as a trace, to show whether memory stays flat over a task. */
+export class RssTrace {
+  private timer: NodeJS.Timeout | null = null;
+  private readonly samples: Array<{ at: number; kb: number }> = [];
+
+  constructor(private readonly pid: number, private readonly everyMs = 100) {}
+
+  start(): void {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), this.everyMs);
+  }
+
+  private sample(): void {
+    const kb = statusKb(this.pid, 'VmRSS');
+    if (kb > 0) this.samples.push({ at: performance.now(), kb });
+  }
+
+  /** Takes a last sample and stops sampling; idempotent. */
+  stop(): void {
+    if (this.timer === null) return;
+    clearInterval(this.timer);
+    this.timer = null;
+    this.sample();
+  }
+
+  /**
+   * In MB: the RSS at the start, the peak, the end, and the peaks of each third of the time after the first
+   * `skipMs` (e.g. while the database sorts, before anything is streamed). Memory that stays flat has
+   * about the same peak in the second and last third; memory that grows with the work does not.
+   */
+  finish(skipMs = 0): { beforeMb: number; peakMb: number; endMb: number; thirdsPeakMb: [number, number, number] } {
+    this.stop();
+    const mb = (kb: number): number => Math.round(kb / 102.4) / 10;
+    const s = this.samples;
+    const first = s[0];
+    const last = s[s.length - 1];
+    if (!first || !last) return { beforeMb: 0, peakMb: 0, endMb: 0, thirdsPeakMb: [0, 0, 0] };
+    const t0 = Math.min(first.at + skipMs, last.at);
+    const span = Math.max(1, last.at - t0);
+    const peak = (xs: typeof s): number => xs.reduce((m, x) => Math.max(m, x.kb), 0);
+    const third = (k: number): number => mb(peak(s.filter((x) => x.at >= t0 + (span * k) / 3 && x.at <= t0 + (span * (k + 1)) / 3)));
+    return { beforeMb: mb(first.kb), peakMb: mb(peak(s)), endMb: mb(last.kb), thirdsPeakMb: [third(0), third(1), third(2)] };
+  }
+}
+
+/**
+ * CPU seconds that processes other than kernel threads have used on the whole machine: user and system
+ * time from /proc/stat (interrupt time excluded), less the time of kernel threads (children of kthreadd,
+ * such as the writeback workers that flush our own database files).
+ */
+export function machineProcessSeconds(): number {
+  const line = (readProcFile('/proc/stat') ?? '').split('\n')[0] ?? '';
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  let ticks = (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0); // user nice system (guest time is inside user)
+  let pids: string[] = [];
+  try { pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)); } catch { /* no /proc */ }
+  for (const pid of pids) {
+    const st = readProcFile(`/proc/${pid}/stat`);
+    if (st === null) continue;
+    const g = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    if (pid === '2' || g[1] === '2') ticks -= Number(g[11] ?? 0) + Number(g[12] ?? 0); // ppid 2: a kernel thread
+  }
+  return ticks / CLK_TCK;
+}
+
+/**
+ * CPU seconds of a process tree, children that have ended included: a process's cutime/cstime hold the
+ * CPU of the children it has reaped, so the sum does not drop when a child exits.
+ */
+export function treeCpuSeconds(root: number): number {
+  let ticks = 0;
+  for (const pid of processTree(root)) {
+    const s = readProcFile(`/proc/${pid}/stat`);
+    if (s === null) continue;
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11] ?? 0) + Number(f[12] ?? 0) + Number(f[13] ?? 0) + Number(f[14] ?? 0); // utime stime cutime cstime
+  }
+  return ticks / CLK_TCK;
 }
