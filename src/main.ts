@@ -103,11 +103,12 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     for (const u of await store.loadUsers()) if (!namespace.users.has(u.username)) users.set(u.username, u);
     storeOpen = true;
   };
-  const realPing = store.ping.bind(store);
-  store.ping = async () => { await openStore(); await realPing(); };
 
   const spool = new Spool(join(config.dataDir, 'spool'), config.store.spoolMaxBytes);
-  const writer = new StoreWriter(store, spool, { ...config.store, log: log.child({ component: 'writer' }) });
+  const writer = new StoreWriter(store, spool, {
+    ...config.store, log: log.child({ component: 'writer' }),
+    probe: async () => { await openStore(); await store.ping(); },
+  });
   const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
   const pipeline = new Pipeline({
     namespace, schemas, sparkplug, writer, store, limits: config.payload, dupWindowMs: config.store.dupWindowMs,

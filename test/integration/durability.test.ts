@@ -174,3 +174,36 @@ describe('durability - database outage under load', function () {
 
 void mqtt;
 void ADMIN;
+
+describe('durability - database down at start-up', function () {
+  this.timeout(120_000);
+  const pgs = new TestPostgres({ timescale: false });
+  let server: RunningServer | undefined;
+  let config: ReturnType<typeof testConfig> | undefined;
+
+  after(async () => {
+    await server?.stop();
+    await pgs.destroy();
+    if (config) cleanup(config);
+  });
+
+  it('starts degraded instead of crash-looping, acknowledges into the spool, and migrates and drains when the database comes', async () => {
+    await pgs.start();
+    const url = await pgs.createDatabase('late');
+    await pgs.stop('fast');
+    config = testConfig(url, { store: { probeIntervalMs: 200 } });
+    server = await startTestServer(config);
+    const ready = await fetch(`http://127.0.0.1:${server.httpPort}/ready`);
+    expect(ready.status).to.equal(503);
+    const client = await connect(server.mqttPort, { clientId: 'early-bird' });
+    const topic = 'acme/plant2/warehouse/line7/dock1/seq';
+    await new Promise<void>((res, rej) => client.publish(topic, '{"value": 7}', { qos: 1 }, (e) => (e ? rej(e) : res())));
+    expect(server.writer.stats.spooledItems).to.be.greaterThan(0);
+    client.end(true);
+    await pgs.start();
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${server!.httpPort}/ready`)).status === 200, 30_000, '/ready after the database came');
+    await waitFor(() => server!.writer.stats.spoolSegments === 0, 20_000, 'spool to drain');
+    const rows = await query(url, 'SELECT s.v_num FROM samples s JOIN topics t ON t.id = s.topic_id WHERE t.name = $1', [topic]);
+    expect(rows.map((r) => r['v_num'])).to.deep.equal([7]);
+  });
+});

@@ -104,8 +104,7 @@ async function canConnect(url: string): Promise<boolean> {
     await client.connect();
     await client.query('SELECT 1');
     return true;
-  } catch (e) {
-    if (process.env['UNS_DEBUG_PG']) process.stderr.write(`canConnect ${url}: ${(e as Error).message}\n`);
+  } catch {
     return false;
   } finally {
     await client.end().catch(() => undefined);

@@ -36,6 +36,8 @@ export interface StoreWriterOptions {
   /** Back-pressure is released below this. */
   readonly lowWaterItems: number;
   readonly probeIntervalMs: number;
+  /** How to tell the database is back (default: a ping); start-up may also need to finish opening it. */
+  readonly probe?: () => Promise<void>;
   readonly log: Logger;
   readonly timers?: Timers;
 }
@@ -230,7 +232,7 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     if (this.probe !== null || this.closing) return;
     this.probe = this.timers.setTimeout(() => {
       this.probe = null;
-      this.store.ping().then(() => {
+      (this.opts.probe ?? (() => this.store.ping()))().then(() => {
         this.stats.state = 'healthy';
         this.log.info('database reachable again: replaying the spool');
         this.emit('state', 'healthy');
