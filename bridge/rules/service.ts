@@ -7,8 +7,8 @@ import type { Logger } from '../../src/core/log.js';
 import type { RuleSpec } from '../../src/core/topics.js';
 import type { UnsEvent } from '../../src/core/events.js';
 import { RuleEngine, type Scheduler } from './engine.js';
-import { PgRuleStore } from './store.js';
-import { ruleFromSpec, type Rule, type RuleInput, type RuleOperator } from './rule.js';
+import type { PgRuleStore } from './store.js';
+import { ruleFromSpec, type Rule, type RuleInput } from './rule.js';
 
 export type { RuleInput } from './rule.js';
 
@@ -82,7 +82,7 @@ export class RuleService {
   /** Undefined when there is no such REST-managed rule. */
   async update(id: string, input: RuleInput): Promise<Rule | undefined> {
     const cur = this.engine.get(id);
-    if (!cur || cur.source !== 'api') return undefined;
+    if (cur?.source !== 'api') return undefined;
     const rule: Rule = { ...cur, ...input, updatedAt: this.now() };
     if (!(await this.opts.store.updateRule(rule))) return undefined;
     this.engine.upsert(rule);
@@ -91,7 +91,7 @@ export class RuleService {
 
   async remove(id: string): Promise<boolean> {
     const cur = this.engine.get(id);
-    if (!cur || cur.source !== 'api') return false;
+    if (cur?.source !== 'api') return false;
     const gone = await this.opts.store.deleteRule(id);
     this.engine.remove(id);
     return gone;

@@ -22,9 +22,7 @@ export interface ApiPrincipal {
 
 export type AuthResult = ApiPrincipal | { readonly failure: string };
 
-export interface PasswordCheck {
-  (username: string, password: string): Promise<{ username: string; roles: readonly string[] } | { failure: string }>;
-}
+export type PasswordCheck = (username: string, password: string) => Promise<{ username: string; roles: readonly string[] } | { failure: string }>;
 
 export interface TokenVerifier {
   verify(token: string): Promise<{ id: string; username: string; roles: readonly string[]; expiresAt: number | null } | null>;

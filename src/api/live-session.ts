@@ -22,7 +22,7 @@ import { validateTopicFilter, type TopicLimits } from '../core/topic-filter.js';
 import type { ApiDeps } from './deps.js';
 import type { ApiPrincipal } from './auth.js';
 import type { LivePolicy } from './live-policy.js';
-import type { HistoryFn } from './live-history.js';
+import type { HistoryFn, HistoryWindow } from './live-history.js';
 import { Outbox, type LiveTransport } from './live-outbox.js';
 import { datapointsFrame, numericValue, pointJson } from './live-wire.js';
 import { toJson } from './json.js';
@@ -309,7 +309,7 @@ export class LiveSession {
   private async history(filters: readonly string[], seconds: number, id: string | undefined): Promise<void> {
     const s = Math.min(Math.max(0, seconds), this.policy.maxHistorySeconds);
     const now = this.deps.now();
-    let w;
+    let w: HistoryWindow;
     try {
       w = await this.deps.history(filters, now - s * 1000, now, (t) => this.principal.perms.canRead(t),
         { maxTopics: this.policy.maxHistoryTopics, maxPoints: this.policy.maxHistoryPoints });

@@ -125,7 +125,7 @@ function step(values: JsonValue[], seg: PathSeg): JsonValue[] {
   const out: JsonValue[] = [];
   for (const v of values) {
     if (seg.kind === 'field') {
-      if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, seg.name)) {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.hasOwn(v, seg.name)) {
         out.push((v as Record<string, JsonValue>)[seg.name] as JsonValue);
       }
     } else if (Array.isArray(v)) {
@@ -157,6 +157,7 @@ function levelText(v: JsonValue | undefined): string | null {
   else if (typeof v === 'bigint') s = v.toString();
   else if (typeof v === 'number' && Number.isFinite(v)) s = String(v);
   else return null;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is deliberately rejected, MQTT forbids it in topic names
   if (s === '' || /[/+#\u0000]/.test(s)) return null;
   return s;
 }

@@ -97,7 +97,7 @@ function contract(backend: Backend): void {
       return { status: res.status, body: text ? (JSON.parse(text) as Body) : {}, text };
     }
     const code = (b: Body): unknown => (b['error'] as { code?: string } | undefined)?.code;
-    const send = (topic: string, points: readonly Point[]): Promise<void[]> =>
+    const send = (topic: string, points: readonly Point[]): Promise<unknown[]> =>
       Promise.all(points.map((p) => publish(client, topic, JSON.stringify({ value: p.v, timestamp: p.t }))));
     async function buckets(bucket: string, fromMs: number, toMs: number, limit = 10_000): Promise<Agg[]> {
       const out: Agg[] = [];

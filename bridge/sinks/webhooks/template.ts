@@ -150,7 +150,7 @@ export function lookup(root: unknown, path: readonly string[], from = 0): unknow
       cur = cur[Number(key)];
       continue;
     }
-    if (!Object.prototype.hasOwnProperty.call(cur, key)) return undefined;
+    if (!Object.hasOwn(cur, key)) return undefined;
     cur = (cur as Record<string, unknown>)[key];
   }
   return cur;

@@ -13,7 +13,6 @@ import type { TopicLimits } from '../../../src/core/topic-filter.js';
 import { parseAllowlist, type Allowlist } from './ssrf.js';
 import { generateSecret } from './signing.js';
 import { Dispatcher, type DispatcherSettings, type Injections, type SentAttempt } from './dispatcher.js';
-import type { DeliveryOptions, DeliveryRequest, DeliveryResult } from './http-client.js';
 import { Outbox, type HealthChange } from './outbox.js';
 import { DeliveryLog } from './delivery-log.js';
 import { WebhookStore, type SecretEntry, type WebhookRecord } from './webhook-store.js';
