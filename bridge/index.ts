@@ -5,5 +5,7 @@ export { parseJsonExact, stringifyJson } from './decode/json-exact.js';
 export { PgStore, type PgStoreOptions } from './sinks/store/pg-store.js';
 export { Spool } from './sinks/store/spool.js';
 export { StoreWriter, type WriterState, type WriterStats } from './sinks/store/store-writer.js';
-export { startPostgres, embeddedBinDir, type PostgresProcess } from './sinks/store/embedded-postgres.js';
+export { startPostgres, embeddedBinDir, type PostgresProcess, type PostgresProcessOptions, type PostgresExit } from './sinks/store/embedded-postgres.js';
+export { SupervisedPostgres, type SupervisedPostgresOptions, type EmbeddedDbState } from './sinks/store/postgres-supervisor.js';
 export { MIGRATIONS } from './sinks/store/migrations.js';
+export { replayStoreRejections, type ReplayReport, type ReplayOptions } from './sinks/store/rejection-replay.js';

@@ -12,7 +12,7 @@ import { isRejection, rejection, type InboundRecord, type JsonValue, type Point,
 import type { Namespace, RouteSpec } from '../src/core/topics.js';
 import { decodeValuePayload } from './decode/envelope.js';
 import type { SparkplugDecoder } from './decode/sparkplug.js';
-import type { StoreWriter } from './sinks/store/store-writer.js';
+import type { StoreWriter, WriteResult } from './sinks/store/store-writer.js';
 import type { PgStore } from './sinks/store/pg-store.js';
 import { messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './sinks/store/to-rows.js';
 import type { WriteItem } from './sinks/store/rows.js';
@@ -25,7 +25,17 @@ export interface PipelineOptions {
   readonly store: PgStore;
   readonly limits: { readonly maxBytes: number; readonly maxDepth: number };
   readonly dupWindowMs: number;
+  /** How many recent redelivery keys are remembered (default 100,000). */
+  readonly recentKeys?: number;
   readonly log: Logger;
+}
+
+interface RecentMessage {
+  readonly connection: number | undefined;
+  readonly at: number;
+  durable: boolean;
+  /** Re-sends waiting for the original to become durable. */
+  waiters: Array<(o: IngestOutcome) => void> | null;
 }
 
 export interface PipelineStats {
@@ -68,8 +78,11 @@ export class Pipeline {
   private readonly lastStored = new Map<string, number>();
   /** ISA-95 verdicts per topic: topics recur, the check need not. */
   private readonly levelChecks = new Map<string, ReturnType<Namespace['checkLevels']>>();
-  /** Redelivery keys of items queued but not yet durable. */
-  private readonly pendingKeys = new Set<string>();
+  /**
+   * Redelivery keys of recent QoS > 0 messages, oldest first (bounded): a re-send of one of them from a
+   * later connection is acknowledged with its original (once durable) and stored once, DUP flag or not.
+   */
+  private readonly recent = new Map<string, RecentMessage>();
   /** Message id -> state key whose snapshot must be written with that message. */
   private readonly stateChanges = new Map<string, string>();
   /** Revisions grow across restarts too: start from the clock. */
@@ -87,13 +100,13 @@ export class Pipeline {
   readonly ingest: IngestFn = (record, done) => {
     const result = this.process(record);
     if (result === 'retained-delete') {
-      this.submit(record, retainedDeleteItem(record), null, done, {});
+      this.submit(record, retainedDeleteItem(record), done, {});
       return;
     }
     if (isRejection(result)) {
       this.stats.rejected[result.code] = (this.stats.rejected[result.code] ?? 0) + 1;
       this.log.debug({ topic: record.topic, code: result.code, reason: result.reason }, 'message rejected');
-      this.submit(record, rejectionToItem(result, record), null, done, { rejection: result });
+      this.submit(record, rejectionToItem(result, record), done, { rejection: result });
       return;
     }
     this.stats.accepted++;
@@ -109,8 +122,8 @@ export class Pipeline {
       item = { ...item, state: { key: stateKey, rev: this.stateRev++, value: JSON.stringify(this.opts.sparkplug.snapshot()) } };
     }
     if (item.samples.length === 0 && !item.retained && !item.state) { this.release(record, done, {}); return; }
-    if (record.source.dup && src !== null) { this.submitRedelivery(record, item, src, done); return; }
-    this.submit(record, item, src, done, {});
+    if (src !== null && record.source.connection !== undefined) { this.submitTracked(record, item, src, done); return; }
+    this.submit(record, item, done, {});
   };
 
   /** Pure part: decode, check levels, validate. */
@@ -190,17 +203,23 @@ export class Pipeline {
     return kept.length === msg.points.length ? msg.points : kept;
   }
 
-  private submit(record: InboundRecord, item: WriteItem, src: string | null, done: (o: IngestOutcome) => void, outcome: IngestOutcome): void {
+  private submit(record: InboundRecord, item: WriteItem, done: (o: IngestOutcome) => void, outcome: IngestOutcome): void {
     if (record.source.qos > 0) {
-      if (src !== null) this.pendingKeys.add(src);
-      this.opts.writer.submit(item, (err) => {
-        if (src !== null) this.pendingKeys.delete(src);
-        done(err ? { error: err } : outcome);
-      });
+      this.opts.writer.submit(item, (r) => done(this.outcome(record, r, outcome)));
       return;
     }
     this.opts.writer.submit(item);
     this.release(record, done, outcome);
+  }
+
+  /** The writer's answer as the door's answer: not durable, refused by the database (a rejection), or as planned. */
+  private outcome(record: InboundRecord, r: WriteResult, planned: IngestOutcome): IngestOutcome {
+    if (r.error) return { error: r.error };
+    if (r.refused) {
+      this.stats.rejected.UNS_ERR_STORE_REJECTED = (this.stats.rejected.UNS_ERR_STORE_REJECTED ?? 0) + 1;
+      return { rejection: rejection('UNS_ERR_STORE_REJECTED', record.topic, `the database refused the row: ${r.refused.reason}`) };
+    }
+    return planned;
   }
 
   /** QoS 0, or nothing to store: acknowledge now, unless the store is behind (then hold: back-pressure). */
@@ -210,19 +229,54 @@ export class Pipeline {
     this.opts.writer.whenBelowLowWater(() => done(outcome));
   }
 
-  /** A DUP publish: store it only if its original is neither queued nor already in the store. */
-  private submitRedelivery(record: InboundRecord, item: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
-    const drop = (): void => { this.stats.duplicatesDropped++; done({}); };
-    if (this.pendingKeys.has(src)) {
-      // The original is on its way to the store: acknowledge when it is durable.
-      this.opts.writer.submit({ samples: [], topics: [], receivedAt: record.receivedAt }, () => drop());
+  /**
+   * A QoS > 0 MQTT message: stored once even when it is a re-send. A re-send has its original's redelivery
+   * key and comes on a later connection (or carries DUP); if the original is remembered it answers for both. If not,
+   * and the broker marks it as a possible re-send (DUP, or first after CONNECT), the store is asked; a copy
+   * still in the spool is caught when the spool is replayed (replay skips stored redelivery keys).
+   */
+  private submitTracked(record: InboundRecord, item: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
+    const prev = this.recent.get(src);
+    // A later connection's copy is a re-send; so is a DUP copy on the same connection (a first attempt never
+    // carries DUP [MQTT-3.3.1-1]; some clients retry on the connection they have). Without DUP, the same key
+    // on the same connection is a new message: its packet id was freed by the PUBACK.
+    const resent = prev !== undefined && (prev.connection !== record.source.connection || record.source.dup);
+    if (resent && record.receivedAt - prev.at <= this.opts.dupWindowMs) {
+      this.stats.duplicatesDropped++;
+      if (prev.durable) done({});
+      else (prev.waiters ??= []).push(done);
       return;
     }
     const first = item.samples[0];
-    if (!first) { this.submit(record, item, src, done, {}); return; }
-    this.opts.store.storedKeys(first.topic, first.time, this.opts.dupWindowMs, [src]).then((found) => {
-      if (found.has(src)) drop();
-      else this.submit(record, item, src, done, {});
-    }, () => this.submit(record, item, src, done, {})); // cannot tell: at-least-once beats loss
+    if (prev === undefined && record.source.maybeResend && first) {
+      this.opts.store.storedKeys(first.topic, first.time, this.opts.dupWindowMs, [src]).then((found) => {
+        if (found.has(src)) { this.stats.duplicatesDropped++; done({}); } else this.submitRemembered(record, item, src, done);
+      }, () => this.submitRemembered(record, item, src, done)); // cannot tell now: replay's check is the backstop
+      return;
+    }
+    this.submitRemembered(record, item, src, done);
+  }
+
+  private submitRemembered(record: InboundRecord, item: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
+    const entry: RecentMessage = { connection: record.source.connection, at: record.receivedAt, durable: false, waiters: null };
+    this.recent.delete(src);
+    this.recent.set(src, entry);
+    if (this.recent.size > (this.opts.recentKeys ?? 100_000)) {
+      const oldest = this.recent.keys().next();
+      if (!oldest.done) this.recent.delete(oldest.value);
+    }
+    this.opts.writer.submit(item, (r) => {
+      const out = this.outcome(record, r, {});
+      if (r.error) {
+        // Not durable: the client sends again; that copy must not be taken for a duplicate.
+        if (this.recent.get(src) === entry) this.recent.delete(src);
+      } else {
+        entry.durable = true;
+      }
+      done(out);
+      const waiters = entry.waiters;
+      entry.waiters = null;
+      if (waiters) for (const w of waiters) w(r.error ? out : {});
+    });
   }
 }

@@ -27,6 +27,11 @@ export interface BrokerLimits {
   readonly keepaliveLimitS: number;
   /** Bytes waiting in a subscriber's socket beyond which it counts as not keeping up. */
   readonly slowConsumerBytes: number;
+  /**
+   * The first this-many QoS > 0 publishes of a connection may be re-sends of messages whose PUBACK was lost
+   * (clients re-send them first, some without DUP): the store is asked whether it has them already.
+   */
+  readonly resendCheckCount?: number;
 }
 
 export interface BrokerOptions {
@@ -53,6 +58,9 @@ export interface BrokerStats {
 
 interface UnsClient extends Client {
   uns?: Principal;
+  /** Serial of this connection, and how many QoS > 0 publishes it has sent. */
+  unsConn?: number;
+  unsSent?: number;
   unsEmptyId?: boolean;
   /** Highest QoS granted to any of its subscriptions. */
   unsMaxSubQos?: number;
@@ -85,6 +93,7 @@ export class UnsBroker {
     connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, held: 0,
   };
   private tcp: TcpServer | null = null;
+  private connections = 0;
   private readonly closingSlow = new Set<string>();
   private readonly wss: WebSocketServer;
   private readonly log: Logger;
@@ -151,6 +160,8 @@ export class UnsBroker {
         return;
       }
       client.uns = r;
+      client.unsConn = ++this.connections;
+      client.unsSent = 0;
       this.stats.connectsAccepted++;
       cb(null, true);
     }, (e: Error) => {
@@ -182,7 +193,8 @@ export class UnsBroker {
       payload: packet.payload as Buffer,
       source: {
         protocol: 'mqtt', clientId: client.id, username: principal.username || undefined, packetId: packet.messageId,
-        qos: packet.qos, retain: packet.retain, dup: packet.dup,
+        qos: packet.qos, retain: packet.retain, dup: packet.dup, connection: client.unsConn,
+        maybeResend: packet.qos > 0 && (packet.dup || (client.unsSent = (client.unsSent ?? 0) + 1) <= (this.opts.limits.resendCheckCount ?? 64)),
       },
       receivedAt: Date.now(),
     };

@@ -12,6 +12,26 @@ import { loadPayloadSchemas, assertSchemasExist } from './core/payload-schemas.j
 import { schemasDir, packageRoot } from './core/paths.js';
 import { hashPassword } from './core/passwords.js';
 import { startServer } from './main.js';
+import { PgStore, startPostgres, replayStoreRejections } from '../bridge/index.js';
+import type { Config } from './core/config.js';
+
+/** Opens the configured store (the embedded one: adopting the running server's, or starting it for the call). */
+async function withStore<T>(config: Config, fn: (store: PgStore) => Promise<T>): Promise<T> {
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
+  const pgProcess = config.database.url === null
+    ? await startPostgres({ dataDir: join(config.dataDir, 'pg'), log: log.child({ component: 'embedded-postgres' }) }) : null;
+  const store = new PgStore({
+    url: config.database.url ?? (pgProcess as { url: string }).url, poolSize: 2, statementTimeoutMs: config.database.statementTimeoutMs,
+    timescale: config.database.timescale, timescalePolicy: { compressAfterMs: 7 * 86_400_000, dropAfterMs: null }, log,
+  });
+  try {
+    await store.migrate();
+    return await fn(store);
+  } finally {
+    await store.close().catch(() => undefined);
+    if (pgProcess && !pgProcess.adopted) await pgProcess.stop();
+  }
+}
 
 const HELP = `uns-bridge: Unified Namespace server (MQTT broker, validated ingest, PostgreSQL/TimescaleDB store)
 
@@ -19,6 +39,9 @@ Usage:
   uns-bridge start                   run the server (configuration from UNS_* variables, see README)
   uns-bridge check [topics.yaml]     validate a namespace file and its payload schemas, then exit
   uns-bridge hash-password [pw]      print a scrypt hash for topics.yaml users (reads stdin if no argument)
+  uns-bridge rejections replay [--topic PREFIX] [--dry-run]
+                                     write again the rows the database refused (UNS_ERR_STORE_REJECTED),
+                                     once their cause is fixed; each row is applied once
   uns-bridge --help | --version
 
 Main variables: UNS_MQTT_PORT (1883), UNS_HTTP_PORT (8080), UNS_WS_PATH (/mqtt), UNS_DATA_DIR (./data),
@@ -69,6 +92,20 @@ async function main(argv: string[]): Promise<void> {
       const pw = rest[0] ?? (await readStdin());
       if (pw.length < 8) throw new UnsError('UNS_ERR_CONFIG_INVALID', 'password must have at least 8 characters');
       out(await hashPassword(pw));
+      return;
+    }
+    case 'rejections': {
+      if (rest[0] !== 'replay') throw new UnsError('UNS_ERR_CONFIG_INVALID', "usage: uns-bridge rejections replay [--topic PREFIX] [--dry-run]");
+      const args = rest.slice(1);
+      const topicAt = args.indexOf('--topic');
+      const topicPrefix = topicAt >= 0 ? args[topicAt + 1] : undefined;
+      if (topicAt >= 0 && topicPrefix === undefined) throw new UnsError('UNS_ERR_CONFIG_INVALID', '--topic needs a topic prefix');
+      const config = loadConfig();
+      const report = await withStore(config, (store) => replayStoreRejections(store, { topicPrefix, dryRun: args.includes('--dry-run') }));
+      out(args.includes('--dry-run')
+        ? `${report.replayed} refused rows would be replayed`
+        : `replayed ${report.replayed}; still refused ${report.stillRefused}${report.reasons.length ? ` (${report.reasons.join('; ')})` : ''}`);
+      if (report.stillRefused > 0) process.exitCode = 3;
       return;
     }
     case 'start': {

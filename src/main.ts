@@ -13,7 +13,7 @@ import { hashPassword } from './core/passwords.js';
 import { parseDuration } from './core/topics.js';
 import { UnsError } from './core/errors.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
-import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, startPostgres, type PostgresProcess } from '../bridge/index.js';
+import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/sinks/store/api-tokens.js';
 import { ReadQueries } from '../bridge/sinks/store/queries.js';
@@ -68,10 +68,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     throw new UnsError('UNS_ERR_CONFIG_INVALID', `UNS_ADMIN_USER is set but ${namespace.file} defines no 'admin' role`);
   }
 
-  let pgProcess: PostgresProcess | null = null;
+  let pgProcess: SupervisedPostgres | null = null;
   let databaseUrl = config.database.url;
   if (databaseUrl === null) {
-    pgProcess = await startPostgres({ dataDir: join(config.dataDir, 'pg'), log: log.child({ component: 'embedded-postgres' }) });
+    // Supervised: restarted with back-off if its postmaster dies; the writer spools meanwhile.
+    pgProcess = await SupervisedPostgres.start({ dataDir: join(config.dataDir, 'pg'), log: log.child({ component: 'embedded-postgres' }) });
     databaseUrl = pgProcess.url;
     const proc = pgProcess;
     undo.push(() => proc.stop());
@@ -107,7 +108,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const spool = new Spool(join(config.dataDir, 'spool'), config.store.spoolMaxBytes);
   const writer = new StoreWriter(store, spool, {
     ...config.store, log: log.child({ component: 'writer' }),
-    probe: async () => { await openStore(); await store.ping(); },
+    probe: async () => { await openStore(); await store.probeWrite(); },
   });
   const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
   const pipeline = new Pipeline({
@@ -151,14 +152,23 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   let stopping = false;
   const readiness = (): ReadinessReport => {
     const w = writer.stats;
-    const degraded = w.state !== 'healthy' || !storeOpen;
+    const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !storeOpen || (pgProcess !== null && pgProcess.state !== 'running');
     return {
       ready: !degraded && !stopping,
       status: stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
       checks: {
-        database: { state: w.state, timescale: store.timescale.enabled, lastError: degraded ? w.lastError : null },
+        database: {
+          state: w.state, timescale: store.timescale.enabled, lastError: degraded ? w.lastError : null,
+          outage: w.outage === null ? null : { class: w.outage.class, reason: w.outage.reason, since: new Date(w.outage.since).toISOString() },
+        },
+        spool: {
+          segments: w.spoolSegments, bytes: w.spoolBytes, corrupt: w.corruptSegments,
+          holding: w.holding === null ? null : { failure: w.holding.failure, reason: w.holding.reason, since: new Date(w.holding.since).toISOString() },
+          replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: new Date(w.replay.startedAt).toISOString() },
+        },
         broker: { clients: broker.connectedClients, held: broker.stats.held },
         backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
+        embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
       },
     };
   };
@@ -208,6 +218,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     spoolBytes: () => writer.stats.spoolBytes, backpressureHolds: () => pipeline.stats.backpressureHolds,
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
     committedRows: () => writer.stats.committedRows,
+    store: () => {
+      const w = writer.stats;
+      return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,
+        corrupt: w.corruptSegments, spoolSegments: w.spoolSegments, replayLeft: w.replay === null ? 0 : w.replay.total - w.replay.done };
+    },
   });
   writer.on('flush', (_n, ms) => metrics.flushSeconds.observe(ms / 1000));
   const tokens = new ApiTokenStore(store.pool);
@@ -289,8 +304,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       await webhooks.stop();
       await writer.close();
       await store.close().catch(() => undefined);
-      if (pgProcess && !pgProcess.adopted) await pgProcess.stop();
-      else if (pgProcess) await pgProcess.stop();
+      // Also cancels a pending restart, so no server is started after stop().
+      if (pgProcess) await pgProcess.stop();
       log.info('uns-bridge stopped');
     },
   };

@@ -15,6 +15,8 @@ export interface MetricSources {
   duplicatesDropped(): number;
   mqttClients(): number;
   committedRows(): number;
+  /** The store writer's condition, for the outage and hold gauges and counters. */
+  store?(): { degraded: boolean; holding: boolean; outages: number; holds: number; refused: number; corrupt: number; spoolSegments: number; replayLeft: number };
 }
 
 export class Metrics {
@@ -49,6 +51,17 @@ export class Metrics {
     gaugeFrom('uns_store_queue_depth', 'Messages queued for the store.', src.queueDepth);
     gaugeFrom('uns_store_spool_bytes', 'Bytes in the outage spool.', src.spoolBytes);
     gaugeFrom('uns_mqtt_clients', 'Connected MQTT clients.', src.mqttClients);
+    const store = src.store;
+    if (store) {
+      gaugeFrom('uns_store_degraded', '1 while the database cannot take writes (batches go to the spool).', () => (store().degraded ? 1 : 0));
+      gaugeFrom('uns_store_holding', '1 while the spool cannot take a batch either (acknowledgements held).', () => (store().holding ? 1 : 0));
+      counterFrom('uns_store_outages_total', 'Times the database stopped taking writes.', () => store().outages);
+      counterFrom('uns_store_holds_total', 'Times the spool could not take a batch.', () => store().holds);
+      counterFrom('uns_store_refused_rows_total', 'Items the database refused as data, kept as rejections.', () => store().refused);
+      counterFrom('uns_store_spool_corrupt_segments_total', 'Spool segments that did not read back whole (moved to corrupt/).', () => store().corrupt);
+      gaugeFrom('uns_store_spool_segments', 'Segments in the outage spool.', () => store().spoolSegments);
+      gaugeFrom('uns_store_replay_remaining_segments', 'Segments left in the replay under way.', () => store().replayLeft);
+    }
     this.flushSeconds = new Histogram({
       name: 'uns_store_flush_seconds', help: 'Time to commit one batch.', registers: reg,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],

@@ -38,6 +38,13 @@ export interface Source {
   readonly retain: boolean;
   /** MQTT DUP flag: a possible redelivery [MQTT-3.3.1-1]. */
   readonly dup: boolean;
+  /** Serial of the network connection it came on (MQTT): a re-send comes on a later connection than its original. */
+  readonly connection?: number | undefined;
+  /**
+   * It may re-send something sent before this connection (DUP set, or among the first publishes after
+   * CONNECT, where clients re-send what was not acknowledged, with or without DUP): worth a look in the store.
+   */
+  readonly maybeResend?: boolean | undefined;
 }
 
 /** What the broker hands over: bytes plus transport facts. No decoding has happened yet. */

@@ -26,7 +26,18 @@ export interface PostgresProcessOptions {
   runAsUser?: string;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string>;
+  /** Unix socket folder. Default: <dataDir>/run, or a private temp folder when that path is too long. */
+  runDir?: string;
+  /** Aborts a start-up still waiting for the server: the half-started server is stopped, the call rejects. */
+  signal?: AbortSignal;
   log: Logger;
+}
+
+/** How the server went away. `requested` is true when stop() asked for it. */
+export interface PostgresExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly requested: boolean;
 }
 
 export interface PostgresProcess {
@@ -34,6 +45,13 @@ export interface PostgresProcess {
   readonly pid: number;
   /** True when a server left running by an earlier process of ours was adopted. */
   readonly adopted: boolean;
+  /** The unix socket folder: pass it back as `runDir` to restart on the same URL. */
+  readonly runDir: string;
+  /**
+   * Calls cb once when the server exits, requested or not (already exited: called soon). An adopted server
+   * is not our child, so its exit is noticed by polling, within a second. Returns an unsubscribe function.
+   */
+  onExit(cb: (exit: PostgresExit) => void): () => void;
   stop(mode?: 'fast' | 'immediate'): Promise<void>;
 }
 
@@ -128,7 +146,7 @@ export async function startPostgres(opts: PostgresProcessOptions): Promise<Postg
   // Parents stay traversable (the server may run as another user); the cluster folder itself is private.
   mkdirSync(dirname(dataDir), { recursive: true });
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const runDir = socketDir(dataDir);
+  const runDir = opts.runDir !== undefined ? resolve(opts.runDir) : socketDir(dataDir);
   const port = opts.port ?? 0;
   // The port number also names the unix socket file; keep a stable one for socket-only mode.
   const sockPort = port > 0 ? port : 5432;
@@ -140,9 +158,10 @@ export async function startPostgres(opts: PostgresProcessOptions): Promise<Postg
     if (pid > 0 && pidAlive(pid) && await canConnect(url)) {
       // Our previous process died without stopping its server (kill -9): adopt it, the data is intact.
       log.warn({ pgPid: pid, dataDir }, 'adopting a PostgreSQL server left running by an earlier process');
-      return handle(url, pid, true, undefined);
+      return handle(url, runDir, pid, true, undefined);
     }
   }
+  throwIfAborted(opts.signal);
 
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     if (ids) chownTree(dataDir, ids.uid, ids.gid);
@@ -187,10 +206,18 @@ export async function startPostgres(opts: PostgresProcessOptions): Promise<Postg
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   let exited = false;
-  child.once('exit', () => { exited = true; });
+  const exit = new Promise<void>((r) => child.once('exit', () => { exited = true; r(); }));
 
   const deadline = Date.now() + 30_000;
   while (!(await canConnect(url))) {
+    if (opts.signal?.aborted && !exited) {
+      // Fast shutdown works during recovery too; SIGKILL only if it hangs, so nothing is left running.
+      child.kill('SIGINT');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exit;
+      clearTimeout(t);
+    }
+    throwIfAborted(opts.signal);
     if (exited || Date.now() > deadline) {
       if (!exited) child.kill('SIGKILL');
       throw new UnsError('UNS_ERR_STORE_UNAVAILABLE', `embedded PostgreSQL did not start: ${output.trim().split('\n').slice(-5).join(' | ')}`);
@@ -198,22 +225,64 @@ export async function startPostgres(opts: PostgresProcessOptions): Promise<Postg
     await new Promise((r) => setTimeout(r, 100));
   }
   log.info({ pgPid: child.pid, dataDir }, 'embedded PostgreSQL ready');
-  return handle(url, child.pid ?? 0, false, child);
+  return handle(url, runDir, child.pid ?? 0, false, child);
 }
 
-function handle(url: string, pid: number, adopted: boolean, child: ChildProcess | undefined): PostgresProcess {
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new UnsError('UNS_ERR_STORE_UNAVAILABLE', 'embedded PostgreSQL start-up cancelled');
+}
+
+/** How often the exit of an adopted server (not our child: no exit event) is polled for. */
+const ADOPTED_POLL_MS = 1000;
+
+function handle(url: string, runDir: string, pid: number, adopted: boolean, child: ChildProcess | undefined): PostgresProcess {
+  let requested = false;
+  let exitInfo: PostgresExit | null = null;
+  const listeners = new Set<(exit: PostgresExit) => void>();
+  let poll: NodeJS.Timeout | null = null;
+  const exitedNow = (code: number | null, signal: NodeJS.Signals | null): void => {
+    if (exitInfo) return;
+    exitInfo = { code, signal, requested };
+    if (poll) clearInterval(poll);
+    poll = null;
+    for (const cb of [...listeners]) cb(exitInfo);
+    listeners.clear();
+  };
+  if (child) {
+    if (child.exitCode !== null || child.signalCode !== null) exitedNow(child.exitCode, child.signalCode);
+    else child.once('exit', (code, signal) => exitedNow(code, signal));
+  }
   return {
     url,
     pid,
     adopted,
+    runDir,
+    onExit(cb) {
+      if (exitInfo) {
+        const info = exitInfo;
+        queueMicrotask(() => cb(info));
+        return () => undefined;
+      }
+      listeners.add(cb);
+      if (!child && !poll) {
+        poll = setInterval(() => { if (!pidAlive(pid)) exitedNow(null, null); }, ADOPTED_POLL_MS);
+        poll.unref();
+      }
+      return () => {
+        listeners.delete(cb);
+        if (listeners.size === 0 && poll) { clearInterval(poll); poll = null; }
+      };
+    },
     async stop(mode = 'fast') {
       // SIGINT = fast shutdown (clean, aborts sessions), SIGQUIT = immediate (crash-like, WAL replay on start).
-      if (!pidAlive(pid)) return;
+      requested = true;
+      if (!pidAlive(pid)) { exitedNow(null, null); return; }
       const done = child
         ? new Promise<void>((r) => { if (child.exitCode !== null || child.signalCode !== null) r(); else child.once('exit', () => r()); })
         : (async () => { while (pidAlive(pid)) await new Promise((r) => setTimeout(r, 50)); })();
       process.kill(pid, mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
       await done;
+      if (!child) exitedNow(null, null);
     },
   };
 }

@@ -214,6 +214,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX ingest_dedup_received ON ingest_dedup (received_at);
     `,
   },
+  {
+    version: 5,
+    name: 'replayable rejections',
+    sql: `
+      -- A rejection keeps what is needed to replay it once its cause is fixed: the whole payload for a
+      -- message the pipeline refused, the write item (JSON, as bytes: it may hold what jsonb refuses) for
+      -- rows the database refused. replayed_at marks rows applied by 'uns-bridge rejections replay'.
+      ALTER TABLE rejections ADD COLUMN id bigserial PRIMARY KEY;
+      ALTER TABLE rejections ADD COLUMN item bytea;
+      ALTER TABLE rejections ADD COLUMN replayed_at timestamptz;
+      CREATE INDEX rejections_code_time ON rejections (code, time DESC);
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */

@@ -8,7 +8,8 @@ import type { Logger } from '../../../src/core/log.js';
 import { migrate } from './migrations.js';
 import { setupTimescale, type TimescaleMode, type TimescaleStatus, type TimescalePolicy } from './timescale.js';
 import { numArray, textArray, boolArray } from './array-literal.js';
-import type { SampleRow, TopicMeta, WriteBatch, RetainedRow, StateRow } from './rows.js';
+import type { SampleRow, TopicMeta, WriteBatch, WriteItem, RetainedRow, RejectionRow, StateRow } from './rows.js';
+import { isRowError, describeDbError } from '../../../src/core/db-errors.js';
 
 export interface PgStoreOptions {
   readonly url: string;
@@ -22,11 +23,41 @@ export interface PgStoreOptions {
 
 export type WriteOutcome = 'committed' | 'already-applied';
 
-/** Errors that say the data is at fault, not the server: retrying the same rows would fail again. */
-export function isDataError(e: unknown): boolean {
-  const code = (e as { code?: unknown }).code;
-  return typeof code === 'string' && /^(22|23|42)/.test(code);
+/** A batch written item by item: which items the database refused as data (set aside as rejections). */
+export interface IsolatedWrite {
+  readonly outcome: WriteOutcome;
+  readonly refused: ReadonlyArray<{ readonly index: number; readonly error: Error }>;
 }
+
+export interface WriteOptions {
+  /**
+   * Skip sample rows whose redelivery key is already stored for their topic within this many ms: a spool
+   * replay may hold the original of a message whose re-send was stored live meanwhile.
+   */
+  readonly dedupeWindowMs?: number | undefined;
+  /**
+   * writeIsolated only: the items are earlier store rejections being replayed (their rejection row ids, one
+   * per item). An item that commits marks its row replayed in the same transaction (so it is applied once);
+   * one still refused keeps its row, with the new reason, rather than gaining a second.
+   */
+  readonly replayOf?: readonly string[] | undefined;
+}
+
+/** Every statement shape the write path runs, on no rows: privileges, tables and read-only mode checked. */
+const PROBE_WRITE_SQL = `
+  INSERT INTO topics (name, route) SELECT '', '' WHERE false ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name;
+  INSERT INTO samples (time, topic_id) SELECT now(), 0 WHERE false;
+  INSERT INTO last_values AS l (topic_id, time, received_at) SELECT 0, now(), now() WHERE false
+    ON CONFLICT (topic_id) DO UPDATE SET time = EXCLUDED.time WHERE l.time <= EXCLUDED.time;
+  INSERT INTO retained (topic, payload, qos) SELECT '', ''::bytea, 0 WHERE false ON CONFLICT (topic) DO UPDATE SET qos = EXCLUDED.qos;
+  DELETE FROM retained WHERE false;
+  INSERT INTO rejections (time, topic, code, reason) SELECT now(), '', '', '' WHERE false;
+  INSERT INTO state AS s (key, rev, value) SELECT '', 0, 'null'::jsonb WHERE false
+    ON CONFLICT (key) DO UPDATE SET rev = EXCLUDED.rev WHERE s.rev < EXCLUDED.rev;
+  INSERT INTO spool_applied (segment) SELECT '' WHERE false ON CONFLICT DO NOTHING;
+`;
+
+type Refused = Array<{ index: number; error: Error }>;
 
 export class PgStore {
   readonly pool: pg.Pool;
@@ -58,15 +89,76 @@ export class PgStore {
     this.timescaleStatus = await setupTimescale(this.pool, this.opts.timescale, this.opts.timescalePolicy, this.log);
   }
 
+  /** Schema migrations only, leaving TimescaleDB policies as the server set them (maintenance commands). */
+  async migrate(): Promise<void> {
+    await migrate(this.pool, this.log);
+  }
+
   async ping(): Promise<void> {
     await this.pool.query('SELECT 1');
+  }
+
+  /**
+   * Can the write path write? Runs every write statement on no rows in one implicit transaction: a revoked
+   * privilege, a missing table or a read-only server fails here as it would on real data, and nothing is
+   * written. (A full disk only shows on real writes; the writer learns of it there.)
+   */
+  async probeWrite(): Promise<void> {
+    await this.pool.query(PROBE_WRITE_SQL);
   }
 
   async close(): Promise<void> {
     await this.pool.end();
   }
 
-  async writeBatch(batch: WriteBatch): Promise<WriteOutcome> {
+  /** One transaction for the whole batch: wholly durable or not at all. */
+  async writeBatch(batch: WriteBatch, opts: WriteOptions = {}): Promise<WriteOutcome> {
+    const r = await this.transaction(batch, async (client, fresh) => {
+      await this.writeItems(client, batch.items, fresh, opts);
+      return [];
+    });
+    return r.outcome;
+  }
+
+  /**
+   * One transaction, one savepoint per item: an item the database refuses as data (a row error, see
+   * classifyDbError) is rolled back alone and recorded as a rejection holding the item, so it can be
+   * replayed once its cause is fixed; the other items commit. Any other error aborts the whole batch.
+   */
+  async writeIsolated(batch: WriteBatch, opts: WriteOptions = {}): Promise<IsolatedWrite> {
+    return this.transaction(batch, async (client, fresh) => {
+      const refused: Refused = [];
+      for (let i = 0; i < batch.items.length; i++) {
+        const item = batch.items[i] as WriteItem;
+        const mine = new Map<string, number>();
+        await client.query('SAVEPOINT item');
+        try {
+          await this.writeItems(client, [item], mine, opts, fresh);
+          await client.query('RELEASE SAVEPOINT item');
+          for (const [k, v] of mine) fresh.set(k, v);
+        } catch (e) {
+          if (!isRowError(e)) throw e;
+          await client.query('ROLLBACK TO SAVEPOINT item');
+          refused.push({ index: i, error: e as Error });
+        }
+      }
+      const replayOf = opts.replayOf;
+      if (replayOf !== undefined) {
+        const failed = new Set(refused.map((r) => r.index));
+        await client.query('UPDATE rejections SET replayed_at = now() WHERE id = ANY($1::int8[])',
+          [replayOf.filter((_, i) => !failed.has(i))]);
+        for (const r of refused) {
+          await client.query('UPDATE rejections SET reason = $2 WHERE id = $1', [replayOf[r.index], describeDbError(r.error).slice(0, 2000)]);
+        }
+      } else if (refused.length > 0) {
+        await this.insertRejectionRows(client, refused.map(({ index, error }) => storeRejection(batch.items[index] as WriteItem, error)),
+          refused.map(({ index }) => JSON.stringify(batch.items[index])));
+      }
+      return refused;
+    });
+  }
+
+  private async transaction(batch: WriteBatch, body: (client: pg.PoolClient, fresh: Map<string, number>) => Promise<Refused>): Promise<IsolatedWrite> {
     const client = await this.pool.connect();
     // pg only guards idle clients: a checked-out one losing its server emits 'error', which must not
     // become an uncaught exception. The failing query rejects too, and that is what we act on.
@@ -74,43 +166,52 @@ export class PgStore {
       this.guarded.add(client);
       client.on('error', (err) => this.log.debug({ err: err.message }, 'database connection error'));
     }
-    let fresh: Map<string, number> | undefined;
+    const fresh = new Map<string, number>();
+    let refused: Refused;
     try {
       await client.query('BEGIN');
       if (batch.segment !== undefined) {
         const r = await client.query('INSERT INTO spool_applied (segment) VALUES ($1) ON CONFLICT DO NOTHING', [batch.segment]);
         if (r.rowCount === 0) {
           await client.query('ROLLBACK');
-          return 'already-applied';
+          client.release();
+          return { outcome: 'already-applied', refused: [] };
         }
       }
-      fresh = await this.resolveTopics(client, batch);
-      const ids = (name: string): number => this.topicIds.get(name) ?? fresh?.get(name) ?? 0;
-      await this.insertSamples(client, batch, ids);
-      await this.upsertRetained(client, batch);
-      await this.insertRejections(client, batch);
-      await this.upsertState(client, batch);
+      refused = await body(client, fresh);
       await client.query('COMMIT');
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
       // A broken connection must not go back to the pool.
-      client.release(isDataError(e) ? undefined : (e as Error));
+      client.release(isRowError(e) ? undefined : (e as Error));
       throw e;
     }
     client.release();
     // Only committed ids enter the cache: a rolled-back insert may not have kept its id.
-    if (fresh) for (const [k, v] of fresh) this.topicIds.set(k, v);
-    return 'committed';
+    for (const [k, v] of fresh) this.topicIds.set(k, v);
+    return { outcome: 'committed', refused };
   }
 
-  private async resolveTopics(client: pg.PoolClient, batch: WriteBatch): Promise<Map<string, number> | undefined> {
+  private async writeItems(client: pg.PoolClient, items: readonly WriteItem[], fresh: Map<string, number>, opts: WriteOptions,
+    known?: ReadonlyMap<string, number>): Promise<void> {
+    await this.resolveTopics(client, items, fresh, known);
+    const ids = (name: string): number => this.topicIds.get(name) ?? known?.get(name) ?? fresh.get(name) ?? 0;
+    await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
+    await this.upsertRetained(client, items);
+    const rejections = items.flatMap((i) => (i.rejection ? [i.rejection] : []));
+    if (rejections.length > 0) await this.insertRejectionRows(client, rejections, null);
+    await this.upsertState(client, items);
+  }
+
+  private async resolveTopics(client: pg.PoolClient, items: readonly WriteItem[], fresh: Map<string, number>,
+    known?: ReadonlyMap<string, number>): Promise<void> {
     let missing: Map<string, TopicMeta> | undefined;
-    for (const item of batch.items) {
+    for (const item of items) {
       for (const t of item.topics) {
-        if (!this.topicIds.has(t.name)) (missing ??= new Map()).set(t.name, t);
+        if (!this.topicIds.has(t.name) && !known?.has(t.name)) (missing ??= new Map()).set(t.name, t);
       }
     }
-    if (!missing) return undefined;
+    if (!missing) return;
     const metas = [...missing.values()];
     // DO UPDATE (a no-op write) so RETURNING yields ids of rows that already existed too.
     const r = await client.query<{ id: number; name: string }>(
@@ -120,11 +221,11 @@ export class PgStore {
       [metas.map((m) => m.name), metas.map((m) => (m.levels ? JSON.stringify(m.levels) : null)),
         metas.map((m) => m.route), metas.map((m) => m.unit)],
     );
-    return new Map(r.rows.map((row) => [row.name, row.id]));
+    for (const row of r.rows) fresh.set(row.name, row.id);
   }
 
-  private async insertSamples(client: pg.PoolClient, batch: WriteBatch, ids: (name: string) => number): Promise<void> {
-    const n = batch.items.reduce((a, i) => a + i.samples.length, 0);
+  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<void> {
+    const n = items.reduce((a, i) => a + i.samples.length, 0);
     if (n === 0) return;
     const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
     const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
@@ -132,7 +233,7 @@ export class PgStore {
     // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
     const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
     let k = 0;
-    for (const item of batch.items) {
+    for (const item of items) {
       for (const s of item.samples) {
         const id = ids(s.topic);
         time[k] = s.time; topic[k] = id; num[k] = s.num; text[k] = s.text; bool[k] = s.bool;
@@ -142,12 +243,20 @@ export class PgStore {
         if (!prev || prev.row.time <= s.time) latest.set(id, { row: s, receivedAt: item.receivedAt });
       }
     }
+    const params = [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)];
+    // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin.
+    let dedupe = '';
+    if (dedupeWindowMs !== undefined) {
+      dedupe = `WHERE u.s IS NULL OR NOT EXISTS (SELECT 1 FROM samples x WHERE x.topic_id = u.id
+         AND x.time BETWEEN to_timestamp((u.t - $10) / 1000.0) AND to_timestamp((u.t + $10) / 1000.0) AND x.src = u.s)`;
+      params.push(String(dedupeWindowMs));
+    }
     await client.query(
       `INSERT INTO samples (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
        SELECT to_timestamp(t / 1000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
        FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[])
-         AS u(t, id, n, tx, b, j, by, q, s)`,
-      [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)],
+         AS u(t, id, n, tx, b, j, by, q, s) ${dedupe}`,
+      params,
     );
     const lv = [...latest.entries()];
     // Replayed spool batches may be older than what is stored: never let an older value win.
@@ -166,9 +275,9 @@ export class PgStore {
     );
   }
 
-  private async upsertRetained(client: pg.PoolClient, batch: WriteBatch): Promise<void> {
+  private async upsertRetained(client: pg.PoolClient, items: readonly WriteItem[]): Promise<void> {
     const last = new Map<string, RetainedRow>();
-    for (const item of batch.items) if (item.retained) last.set(item.retained.topic, item.retained);
+    for (const item of items) if (item.retained) last.set(item.retained.topic, item.retained);
     if (last.size === 0) return;
     const rows = [...last.values()];
     const keep = rows.filter((r) => r.payload !== '');
@@ -184,21 +293,20 @@ export class PgStore {
     }
   }
 
-  private async insertRejections(client: pg.PoolClient, batch: WriteBatch): Promise<void> {
-    const rows = batch.items.flatMap((i) => (i.rejection ? [i.rejection] : []));
-    if (rows.length === 0) return;
+  /** `items`: for store rejections, the JSON of each refused write item (bytes: jsonb may refuse it). */
+  private async insertRejectionRows(client: pg.PoolClient, rows: readonly RejectionRow[], items: readonly string[] | null): Promise<void> {
     await client.query(
-      `INSERT INTO rejections (time, topic, code, reason, client_id, payload)
-       SELECT to_timestamp(t / 1000.0), tp, c, r, cl, decode(p, 'base64')
-       FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(t, tp, c, r, cl, p)`,
+      `INSERT INTO rejections (time, topic, code, reason, client_id, payload, item)
+       SELECT to_timestamp(t / 1000.0), tp, c, r, cl, decode(p, 'base64'), convert_to(it, 'UTF8')
+       FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(t, tp, c, r, cl, p, it)`,
       [rows.map((r) => r.time), rows.map((r) => r.topic), rows.map((r) => r.code), rows.map((r) => r.reason),
-        rows.map((r) => r.clientId), rows.map((r) => r.payload)],
+        rows.map((r) => r.clientId), rows.map((r) => r.payload), items ?? rows.map(() => null)],
     );
   }
 
-  private async upsertState(client: pg.PoolClient, batch: WriteBatch): Promise<void> {
+  private async upsertState(client: pg.PoolClient, items: readonly WriteItem[]): Promise<void> {
     const last = new Map<string, StateRow>();
-    for (const item of batch.items) {
+    for (const item of items) {
       const st = item.state;
       if (st && (last.get(st.key)?.rev ?? -1) < st.rev) last.set(st.key, st);
     }
@@ -264,4 +372,13 @@ export class PgStore {
       'SELECT username, password_hash, roles FROM users');
     return r.rows.map((u) => ({ username: u.username, passwordHash: u.password_hash, roles: u.roles }));
   }
+}
+
+/** The rejection row for an item the database refused; the item itself is kept beside it, for replay. */
+export function storeRejection(item: WriteItem, error: Error): RejectionRow {
+  const topic = item.samples[0]?.topic ?? item.rejection?.topic ?? item.retained?.topic ?? item.state?.key ?? '';
+  return {
+    time: item.receivedAt, topic, code: 'UNS_ERR_STORE_REJECTED', reason: describeDbError(error).slice(0, 2000),
+    clientId: item.rejection?.clientId ?? null, payload: null,
+  };
 }

@@ -8,6 +8,7 @@
  */
 import type pg from 'pg';
 import { parseJsonText } from '../../decode/json-exact.js';
+import { isTransientDbError } from '../../../src/core/db-errors.js';
 
 export interface Datapoint {
   readonly topic: string;
@@ -153,13 +154,6 @@ class Params {
 /** Exact µs since the epoch of a timestamptz column, as int8 text (pg returns int8 as text anyway). */
 const us = (col: string): string => `((extract(epoch from ${col}) * 1000000)::int8)::text`;
 
-/** Errors that mean "the database cannot answer now" rather than "this request is wrong". */
-export function isTransientDbError(e: unknown): boolean {
-  const code = (e as { code?: unknown }).code;
-  if (typeof code === 'string' && (/^(08|53|57P)/.test(code) || code === '57014' || code === 'ECONNREFUSED' || code === 'ECONNRESET')) return true;
-  const msg = (e as { message?: unknown }).message;
-  return typeof msg === 'string' && /timeout exceeded when trying to connect|Connection terminated|Query read timeout/.test(msg);
-}
 
 export class ReadQueries {
   /** Whether TimescaleDB is in use (store.timescale.enabled); read per query, as it is set at open(). */

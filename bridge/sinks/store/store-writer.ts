@@ -1,19 +1,33 @@
 /**
- * Batches write items into transactions and says when each one is durable. States:
- *   healthy  — batches commit to the database;
- *   degraded — the database is unreachable: batches go to the local spool (fsynced), a probe watches
- *              for the database, and the spool is replayed when it returns.
- * The queue is bounded by the broker's back-pressure (see aboveHighWater / whenBelowLowWater): when it is
- * full, the broker stops acknowledging and stops reading publishers' sockets.
+ * Batches write items into transactions and says when each one is durable. It never acknowledges what is
+ * not durable (docs/failure-model.md):
+ *   healthy  — batches commit to the database. A batch the database refuses as data (a row error) is
+ *              written again item by item; the refused items become rejections holding the item.
+ *   degraded — the database is unavailable (transient: unreachable, out of disk; or permanent: a privilege
+ *              revoked, a table missing). Batches go to the local spool, fsynced before they count as
+ *              durable; the database is probed on a timer and the spool replayed when it can take writes.
+ *   holding  — degraded and the spool cannot take a batch either (its size limit, a full or failing disk):
+ *              nothing is acknowledged; the batch waits in memory and the broker stops reading publishers
+ *              (back-pressure). The spool and the database are retried on a timer; every endpoint answers.
+ * While healthy, the write path is also probed on a timer, so an outage shows on /ready without traffic.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../../../src/core/log.js';
-import { isDataError, type PgStore } from './pg-store.js';
-import { Spool, SpoolFullError } from './spool.js';
-import { rowCount, type WriteItem } from './rows.js';
+import { classifyDbError, describeDbError, isRowError, type DbErrorClass } from '../../../src/core/db-errors.js';
+import type { PgStore, WriteOptions } from './pg-store.js';
+import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure } from './spool.js';
+import { rowCount, type WriteBatch, type WriteItem } from './rows.js';
 
 export type WriterState = 'healthy' | 'degraded';
-export type Durable = (err?: Error) => void;
+
+/** What became of a submitted item: durable (stored or spooled), durable as a rejection, or not durable. */
+export interface WriteResult {
+  /** Not durable: the acknowledgement must not be sent. */
+  readonly error?: Error | undefined;
+  /** Durable, but the database refused the item as data: it is kept as a rejection (with the item). */
+  readonly refused?: { readonly reason: string } | undefined;
+}
+export type Durable = (result: WriteResult) => void;
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -27,6 +41,9 @@ export const realTimers: Timers = {
   now: () => Date.now(),
 };
 
+/** The part of the store the writer uses (PgStore; a fake in unit tests). */
+export type WriterStore = Pick<PgStore, 'writeBatch' | 'writeIsolated' | 'probeWrite'>;
+
 export interface StoreWriterOptions {
   readonly batchMaxItems: number;
   readonly batchMaxDelayMs: number;
@@ -35,15 +52,30 @@ export interface StoreWriterOptions {
   readonly highWaterItems: number;
   /** Back-pressure is released below this. */
   readonly lowWaterItems: number;
+  /** How often an unavailable database (and a spool that could not take a batch) is tried again. */
   readonly probeIntervalMs: number;
-  /** How to tell the database is back (default: a ping); start-up may also need to finish opening it. */
+  /** How often the write path of a healthy database is probed (0: never). */
+  readonly healthIntervalMs?: number;
+  /** Replay skips samples whose redelivery key is stored within this window (a re-send stored meanwhile). */
+  readonly dupWindowMs?: number;
+  /** How to tell the database can take writes again (default: store.probeWrite()). */
   readonly probe?: () => Promise<void>;
   readonly log: Logger;
   readonly timers?: Timers;
 }
 
+export interface ReplayProgress {
+  readonly total: number;
+  done: number;
+  readonly startedAt: number;
+}
+
 export interface WriterStats {
   state: WriterState;
+  /** Why the database is unavailable: the class and the error (SQLSTATE first), since when (epoch ms). */
+  outage: { class: Exclude<DbErrorClass, 'row'>; reason: string; since: number } | null;
+  /** Set while the spool cannot take a batch: acknowledgements are held. */
+  holding: { failure: SpoolFailure; reason: string; since: number } | null;
   queued: number;
   inFlight: number;
   committedItems: number;
@@ -52,7 +84,13 @@ export interface WriterStats {
   spoolSegments: number;
   spoolBytes: number;
   replayedSegments: number;
+  replay: ReplayProgress | null;
+  /** Items the database refused as data, kept as rejections. */
   storeRejected: number;
+  /** Spool segments that did not read back whole, moved to corrupt/. */
+  corruptSegments: number;
+  outages: number;
+  holds: number;
   lastFlushMs: number;
   lastError: string | null;
 }
@@ -67,29 +105,40 @@ export interface StoreWriterEvents {
   drained: [];
   /** A batch committed to the database: its size and how long it took (ms). */
   flush: [items: number, ms: number];
+  /** Spool hold started (true) or ended (false). */
+  holding: [boolean];
 }
+
+const REPLAY_LOG_MS = 5_000;
+const NOT_DURABLE = new Error('the write could not be made durable: database and spool unavailable');
 
 export class StoreWriter extends EventEmitter<StoreWriterEvents> {
   private queue: Pending[] = [];
   private active = 0;
   private timer: unknown = null;
-  private probe: unknown = null;
+  private probeTimer: unknown = null;
+  private healthTimer: unknown = null;
+  private holdTimer: unknown = null;
+  private probing = false;
   private replaying = false;
   private closing = false;
   private lowWaterWaiters: Array<() => void> = [];
+  private idleWaiters: Array<() => void> = [];
   private readonly timers: Timers;
   private readonly log: Logger;
+  private readonly replayOpts: WriteOptions;
   readonly stats: WriterStats = {
-    state: 'healthy', queued: 0, inFlight: 0, committedItems: 0, committedRows: 0, spooledItems: 0, spoolSegments: 0,
-    spoolBytes: 0, replayedSegments: 0, storeRejected: 0, lastFlushMs: 0, lastError: null,
+    state: 'healthy', outage: null, holding: null, queued: 0, inFlight: 0, committedItems: 0, committedRows: 0, spooledItems: 0,
+    spoolSegments: 0, spoolBytes: 0, replayedSegments: 0, replay: null, storeRejected: 0, corruptSegments: 0, outages: 0, holds: 0,
+    lastFlushMs: 0, lastError: null,
   };
 
-  constructor(private readonly store: PgStore, private readonly spool: Spool, private readonly opts: StoreWriterOptions) {
+  constructor(private readonly store: WriterStore, private readonly spool: Spool, private readonly opts: StoreWriterOptions) {
     super();
     this.timers = opts.timers ?? realTimers;
     this.log = opts.log;
-    this.stats.spoolSegments = spool.list().length;
-    this.stats.spoolBytes = spool.bytes;
+    this.replayOpts = { dedupeWindowMs: opts.dupWindowMs };
+    this.syncSpoolStats();
   }
 
   get state(): WriterState {
@@ -100,14 +149,15 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     return this.queue.length;
   }
 
-  /** Start-up found the database unreachable: begin in the degraded state, probing for it. */
+  /** Start-up found the database unavailable: begin degraded, probing for it. */
   markUnavailable(err: Error): void {
-    this.degrade(err);
+    this.outage(err);
   }
 
-  /** Start-up: replay what an earlier run left in the spool. */
+  /** Start-up: replay what an earlier run left in the spool, and start watching the database. */
   start(): void {
-    if (this.stats.state === 'healthy' && this.spool.list().length > 0) void this.replay();
+    if (this.stats.state === 'healthy' && this.spool.segments > 0) void this.replay();
+    this.scheduleHealthCheck();
   }
 
   submit(item: WriteItem, done?: Durable): void {
@@ -127,20 +177,38 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     else this.lowWaterWaiters.push(cb);
   }
 
-  /** Flushes everything still queued (to the database or the spool) and stops the probe. */
+  /**
+   * Writes everything still queued (database or spool) and stops the timers. What can be made durable by
+   * neither is answered "not durable": those publishers get no acknowledgement and send again later.
+   */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.timer !== null) { this.timers.clearTimeout(this.timer); this.timer = null; }
-    while (this.queue.length > 0 || this.active > 0) {
+    for (const t of [this.timer, this.probeTimer, this.healthTimer, this.holdTimer]) if (t !== null) this.timers.clearTimeout(t);
+    this.timer = this.probeTimer = this.healthTimer = this.holdTimer = null;
+    for (;;) {
+      const before = this.queue.length;
+      this.stats.holding = null;
       this.flush();
-      await new Promise((r) => setTimeout(r, 5));
+      await this.idle();
+      if (this.queue.length === 0 || this.queue.length >= before) break;
     }
-    if (this.probe !== null) { this.timers.clearTimeout(this.probe); this.probe = null; }
+    const left = this.queue.splice(0);
+    for (const p of left) p.done?.({ error: NOT_DURABLE });
+    this.stats.queued = 0;
+    await this.idle();
+  }
+
+  private idle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
   }
 
   private flush(): void {
     if (this.timer !== null) { this.timers.clearTimeout(this.timer); this.timer = null; }
-    while (this.active < this.opts.maxConcurrentFlushes && this.queue.length > 0) {
+    // Holding: the spool refused a batch and the database is away. Retried by the hold timer, not here,
+    // so a full disk never turns into a busy loop.
+    // (A run in the degraded state may complete synchronously and put its batch back: re-check each turn.)
+    while (this.stats.holding === null && this.active < this.opts.maxConcurrentFlushes && this.queue.length > 0) {
       const take = this.queue.splice(0, this.opts.batchMaxItems);
       this.active++;
       this.stats.inFlight = this.active;
@@ -152,43 +220,57 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
   private async run(batch: Pending[]): Promise<void> {
     const started = this.timers.now();
     let durable = false;
+    let refused: ReadonlyMap<number, Error> | undefined;
     if (this.stats.state === 'healthy') {
+      const items = batch.map((p) => p.item);
       try {
-        await this.store.writeBatch({ items: batch.map((p) => p.item) });
+        await this.store.writeBatch({ items });
         durable = true;
-        this.emit('flush', batch.length, this.timers.now() - started);
-        this.stats.committedItems += batch.length;
-        this.stats.committedRows += batch.reduce((a, p) => a + rowCount(p.item), 0);
       } catch (e) {
-        if (isDataError(e)) {
-          durable = await this.writeOneByOne(batch);
+        if (isRowError(e)) {
+          // One bad row must not cost the others: the same batch, one savepoint per item.
+          try {
+            const r = await this.store.writeIsolated({ items });
+            refused = new Map(r.refused.map((x) => [x.index, x.error]));
+            durable = true;
+            this.stats.storeRejected += r.refused.length;
+            for (const x of r.refused) {
+              this.log.warn({ topic: storeTopic(batch[x.index]?.item), err: describeDbError(x.error) }, 'database refused a row: kept as a rejection');
+            }
+          } catch (e2) {
+            this.outage(e2);
+          }
         } else {
-          this.degrade(e as Error);
+          this.outage(e);
         }
       }
+      if (durable) {
+        this.emit('flush', batch.length, this.timers.now() - started);
+        this.stats.committedItems += batch.length - (refused?.size ?? 0);
+        this.stats.committedRows += batch.reduce((a, p, i) => a + (refused?.has(i) ? 0 : rowCount(p.item)), 0);
+      }
     }
-    if (!durable) {
+    if (!durable && this.stats.holding === null) {
       try {
         this.spool.append(batch.map((p) => p.item));
         durable = true;
         this.stats.spooledItems += batch.length;
-        this.stats.spoolSegments++;
-        this.stats.spoolBytes = this.spool.bytes;
+        this.syncSpoolStats();
       } catch (e) {
-        // Spool full or the disk failing: keep the batch at the head of the queue and hold the
-        // acknowledgements; back-pressure stops publishers until there is room again.
-        if (!(e instanceof SpoolFullError)) this.log.error({ err: (e as Error).message }, 'spool write failed');
-        this.stats.lastError = (e as Error).message;
-        this.queue.unshift(...batch);
+        this.hold(e as Error);
       }
     }
+    // Not durable: back to the head of the queue, acknowledgements held.
+    if (!durable) this.queue.unshift(...batch);
     this.stats.lastFlushMs = this.timers.now() - started;
     this.active--;
     this.stats.inFlight = this.active;
-    if (durable) for (const p of batch) p.done?.();
-    if (this.queue.length > 0) {
-      if (durable) this.flush();
-      else if (this.timer === null) this.timer = this.timers.setTimeout(() => { this.timer = null; this.flush(); }, 200);
+    if (durable) {
+      for (let i = 0; i < batch.length; i++) {
+        const why = refused?.get(i);
+        batch[i]?.done?.(why ? { refused: { reason: describeDbError(why).slice(0, 500) } } : {});
+      }
+      if (this.queue.length > 0 && !this.closing) this.flush();
     }
     this.stats.queued = this.queue.length;
     if (this.queue.length <= this.opts.lowWaterItems && this.lowWaterWaiters.length > 0) {
@@ -196,81 +278,173 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
       this.lowWaterWaiters = [];
       for (const w of waiters) w();
     }
-    if (this.queue.length === 0 && this.active === 0) this.emit('drained');
-  }
-
-  /** A data error poisons one row, not the batch: write items singly and keep the bad ones as rejections. */
-  private async writeOneByOne(batch: Pending[]): Promise<boolean> {
-    for (const p of batch) {
-      try {
-        await this.store.writeBatch({ items: [p.item] });
-        this.stats.committedItems++;
-      } catch (e) {
-        if (!isDataError(e)) { this.degrade(e as Error); return false; }
-        this.stats.storeRejected++;
-        const first = p.item.samples[0];
-        await this.store.writeBatch({ items: [{
-          samples: [], topics: [], receivedAt: p.item.receivedAt,
-          rejection: { time: p.item.receivedAt, topic: first?.topic ?? p.item.rejection?.topic ?? '', code: 'UNS_ERR_STORE_REJECTED',
-            reason: (e as Error).message.slice(0, 500), clientId: null, payload: null },
-        }] }).catch((err: Error) => this.log.error({ err: err.message }, 'could not record a store rejection'));
-      }
+    if (this.active === 0) {
+      const idle = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of idle) w();
+      if (this.queue.length === 0) this.emit('drained');
     }
-    return true;
   }
 
-  private degrade(err: Error): void {
+  /** The spool could not take a batch: hold acknowledgements, try again on a timer. */
+  private hold(err: Error): void {
+    const failure: SpoolFailure = err instanceof SpoolFullError ? err.failure : 'disk';
     this.stats.lastError = err.message;
-    if (this.stats.state === 'degraded') return;
+    if (this.stats.holding === null) {
+      this.stats.holding = { failure, reason: err.message, since: this.timers.now() };
+      this.stats.holds++;
+      this.log.warn({ err: err.message, failure }, 'spool cannot take more: holding acknowledgements until the database or the spool has room');
+      this.emit('holding', true);
+    }
+    if (this.holdTimer === null && !this.closing) {
+      this.holdTimer = this.timers.setTimeout(() => {
+        this.holdTimer = null;
+        this.release();
+      }, this.opts.probeIntervalMs);
+    }
+  }
+
+  /** Try again: the database (if it is back) or the spool (if it has room now). */
+  private release(): void {
+    if (this.stats.holding === null) return;
+    this.stats.holding = null;
+    this.emit('holding', false);
+    this.flush();
+  }
+
+  /** The database cannot take writes: spool from now on, and probe for it. */
+  private outage(err: unknown): void {
+    const cls = classifyDbError(err);
+    const reason = describeDbError(err);
+    this.stats.lastError = reason;
+    if (this.stats.state === 'degraded') {
+      if (this.stats.outage) this.stats.outage = { ...this.stats.outage, reason, class: cls === 'row' ? 'permanent' : cls };
+      return;
+    }
     this.stats.state = 'degraded';
-    this.log.warn({ err: err.message }, 'database unreachable: spooling to local disk');
+    this.stats.outage = { class: cls === 'row' ? 'permanent' : cls, reason, since: this.timers.now() };
+    this.stats.outages++;
+    if (cls === 'permanent') this.log.error({ err: reason }, 'database refuses writes (needs an operator): spooling to local disk');
+    else this.log.warn({ err: reason }, 'database unavailable: spooling to local disk');
     this.emit('state', 'degraded');
     this.scheduleProbe();
   }
 
   private scheduleProbe(): void {
-    if (this.probe !== null || this.closing) return;
-    this.probe = this.timers.setTimeout(() => {
-      this.probe = null;
-      (this.opts.probe ?? (() => this.store.ping()))().then(() => {
+    if (this.probeTimer !== null || this.closing) return;
+    this.probeTimer = this.timers.setTimeout(() => {
+      this.probeTimer = null;
+      (this.opts.probe ?? (() => this.store.probeWrite()))().then(() => {
+        if (this.closing) return;
+        const was = this.stats.outage;
         this.stats.state = 'healthy';
-        this.log.info('database reachable again: replaying the spool');
+        this.stats.outage = null;
+        this.log.info({ downMs: was ? this.timers.now() - was.since : 0 }, 'database takes writes again: replaying the spool');
         this.emit('state', 'healthy');
+        this.release();
         void this.replay();
-      }, () => this.scheduleProbe());
+      }, (e: unknown) => {
+        if (this.stats.outage) this.stats.outage = { ...this.stats.outage, reason: describeDbError(e) };
+        this.stats.lastError = describeDbError(e);
+        this.scheduleProbe();
+      });
     }, this.opts.probeIntervalMs);
   }
 
+  /** While healthy, probe the write path now and then: an outage shows within seconds, with no traffic. */
+  private scheduleHealthCheck(): void {
+    const every = this.opts.healthIntervalMs ?? 0;
+    if (every <= 0 || this.healthTimer !== null || this.closing) return;
+    this.healthTimer = this.timers.setTimeout(() => {
+      this.healthTimer = null;
+      if (this.stats.state !== 'healthy' || this.probing) { this.scheduleHealthCheck(); return; }
+      this.probing = true;
+      this.store.probeWrite().then(() => undefined, (e: unknown) => { if (!this.closing) this.outage(e); })
+        .finally(() => { this.probing = false; this.scheduleHealthCheck(); });
+    }, every);
+  }
+
+  private syncSpoolStats(): void {
+    this.stats.spoolSegments = this.spool.segments;
+    this.stats.spoolBytes = this.spool.bytes;
+  }
+
+  /**
+   * Applies the spool oldest first, one transaction per segment with its marker (at most once). Poison rows
+   * are set aside as rejections like on the live path; a segment that does not read back whole is moved to
+   * corrupt/. The folder is listed once per pass, so replay time grows linearly with the spool.
+   */
   private async replay(): Promise<void> {
     if (this.replaying) return;
     this.replaying = true;
     try {
-      for (const name of this.spool.list()) {
-        if (this.stats.state !== 'healthy') return;
-        let batch;
-        try {
-          batch = this.spool.read(name);
-        } catch (e) {
-          this.log.error({ segment: name, err: (e as Error).message }, 'unreadable spool segment left in place');
-          continue;
-        }
-        try {
-          await this.store.writeBatch(batch);
-        } catch (e) {
-          if (isDataError(e)) {
-            this.log.error({ segment: name, err: (e as Error).message }, 'spool segment refused by the database; left in place');
-            continue;
+      for (;;) {
+        const names = this.spool.list();
+        if (names.length === 0) break;
+        const progress: ReplayProgress = { total: names.length, done: 0, startedAt: this.timers.now() };
+        this.stats.replay = progress;
+        this.log.info({ segments: names.length, bytes: this.spool.bytes }, 'replaying the spool');
+        let lastLog = progress.startedAt;
+        for (const name of names) {
+          if (this.stats.state !== 'healthy' || this.closing) return;
+          if (!(await this.replayOne(name))) return;
+          progress.done++;
+          this.stats.replayedSegments++;
+          this.syncSpoolStats();
+          if (this.timers.now() - lastLog >= REPLAY_LOG_MS) {
+            lastLog = this.timers.now();
+            this.log.info({ done: progress.done, total: progress.total }, 'spool replay progress');
           }
-          this.degrade(e as Error);
-          return;
         }
-        this.spool.remove(name);
-        this.stats.replayedSegments++;
-        this.stats.spoolSegments = this.spool.list().length;
-        this.stats.spoolBytes = this.spool.bytes;
+        this.log.info({ segments: progress.done, ms: this.timers.now() - progress.startedAt }, 'spool replayed');
       }
+      this.stats.replay = null;
     } finally {
       this.replaying = false;
     }
   }
+
+  /** Applies one segment; false when the database went away (replay stops, the segment stays). */
+  private async replayOne(name: string): Promise<boolean> {
+    let batch: WriteBatch;
+    try {
+      batch = this.spool.read(name);
+    } catch (e) {
+      if (e instanceof SpoolCorruptError) {
+        this.stats.corruptSegments++;
+        this.log.error({ segment: name, err: e.message }, 'spool segment does not read back whole: moved to corrupt/');
+        this.spool.quarantine(name);
+        return true;
+      }
+      this.log.error({ segment: name, err: (e as Error).message }, 'spool segment could not be read; replay paused');
+      this.scheduleReplayRetry();
+      return false;
+    }
+    try {
+      await this.store.writeBatch(batch, this.replayOpts);
+    } catch (e) {
+      if (!isRowError(e)) { this.outage(e); return false; }
+      try {
+        const r = await this.store.writeIsolated(batch, this.replayOpts);
+        this.stats.storeRejected += r.refused.length;
+        for (const x of r.refused) {
+          this.log.warn({ segment: name, topic: storeTopic(batch.items[x.index]), err: describeDbError(x.error) }, 'database refused a spooled row: kept as a rejection');
+        }
+      } catch (e2) {
+        this.outage(e2);
+        return false;
+      }
+    }
+    this.spool.remove(name);
+    return true;
+  }
+
+  private scheduleReplayRetry(): void {
+    if (this.closing) return;
+    this.timers.setTimeout(() => { if (this.stats.state === 'healthy') void this.replay(); }, this.opts.probeIntervalMs);
+  }
+}
+
+function storeTopic(item: WriteItem | undefined): string | undefined {
+  return item?.samples[0]?.topic ?? item?.rejection?.topic ?? item?.retained?.topic;
 }

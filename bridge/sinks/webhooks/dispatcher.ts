@@ -25,6 +25,7 @@ import { compileTemplate, jsonText, type CompiledTemplate } from './template.js'
 import { activeSecrets, type WebhookRecord, type WebhookStore } from './webhook-store.js';
 import type { AttemptOutcome, ClaimedDelivery, HealthChange, NewDelivery, Outbox, Settlement } from './outbox.js';
 import { DEFAULTS } from './webhook-config.js';
+import { isRowError } from '../../../src/core/db-errors.js';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -109,14 +110,6 @@ const SETTLE_CHUNK = 1_000;
 const RETRY_DB_MS = 1_000;
 const MAINTENANCE_MS = 60_000;
 
-/**
- * SQLSTATE classes 22 (data exception) and 23 (integrity violation) fail the same way every time; anything
- * else (connection lost, shutdown, a table not migrated yet) is worth retrying.
- */
-function deterministic(e: unknown): boolean {
-  const code = (e as { code?: unknown }).code;
-  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code);
-}
 
 export class Dispatcher {
   readonly stats: DispatcherStats = { matched: 0, queued: 0, inserted: 0, dropped: 0, attempts: 0, succeeded: 0, failed: 0, inFlight: 0, lingering: 0, dbErrors: 0 };
@@ -379,7 +372,7 @@ export class Dispatcher {
           this.stats.inserted += rows.length;
           this.kick();
         } catch (e) {
-          if (deterministic(e)) {
+          if (isRowError(e)) {
             // The same rows would fail again and hold up everything behind them.
             this.stats.dropped += rows.length;
             this.log.error({ err: (e as Error).message, dropped: rows.length }, 'webhook deliveries refused by the database; dropped');
@@ -528,7 +521,7 @@ export class Dispatcher {
           this.announce(changes);
           this.kick();
         } catch (e) {
-          if (deterministic(e)) {
+          if (isRowError(e)) {
             // Not written; the leases expire and the deliveries are sent again (at-least-once).
             this.log.error({ err: (e as Error).message, results: batch.length }, 'webhook attempt results refused by the database; dropped');
             continue;
