@@ -25,6 +25,8 @@ export interface PipelineOptions {
   readonly store: PgStore;
   readonly limits: { readonly maxBytes: number; readonly maxDepth: number };
   readonly dupWindowMs: number;
+  /** See RESEND_LAG_MS (default). */
+  readonly resendLagMs?: number;
   /** How many recent redelivery keys are remembered (default 100,000). */
   readonly recentKeys?: number;
   readonly log: Logger;
@@ -52,6 +54,12 @@ export interface PipelineStats {
 export type MessageListener = (msg: UnsMessage) => void;
 
 let seq = 0;
+/**
+ * How close to the end of its connection a message must have come for its PUBACK to be possibly lost: a
+ * connection that dies silently is noticed within 1.5 keep-alive intervals (60 s is common), or at once when
+ * the client reconnects and takes its session over.
+ */
+const RESEND_LAG_MS = 120_000;
 const bootId = Date.now().toString(36);
 
 /** ajv checks `number` with typeof, so exact big integers are shown to it as (approximate) numbers. */
@@ -83,6 +91,8 @@ export class Pipeline {
    * later connection is acknowledged with its original (once durable) and stored once, DUP flag or not.
    */
   private readonly recent = new Map<string, RecentMessage>();
+  /** When recent connections closed (epoch ms), oldest first (bounded). */
+  private readonly closedAt = new Map<number, number>();
   /** Message id -> state key whose snapshot must be written with that message. */
   private readonly stateChanges = new Map<string, string>();
   /** Revisions grow across restarts too: start from the clock. */
@@ -91,6 +101,15 @@ export class Pipeline {
 
   constructor(private readonly opts: PipelineOptions) {
     this.log = opts.log;
+  }
+
+  /** The broker lost or closed a connection: its last messages are the ones whose PUBACK may be lost. */
+  connectionClosed(connection: number, at: number): void {
+    this.closedAt.set(connection, at);
+    if (this.closedAt.size > 100_000) {
+      const oldest = this.closedAt.keys().next();
+      if (!oldest.done) this.closedAt.delete(oldest.value);
+    }
   }
 
   onMessage(l: MessageListener): void {
@@ -235,18 +254,24 @@ export class Pipeline {
    * and the broker marks it as a possible re-send (DUP, or first after CONNECT), the store is asked; a copy
    * still in the spool is caught when the spool is replayed (replay skips stored redelivery keys).
    */
-  private submitTracked(record: InboundRecord, item: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
+  private submitTracked(record: InboundRecord, original: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
+    let item = original;
     const prev = this.recent.get(src);
     // A later connection's copy is a re-send; so is a DUP copy on the same connection (a first attempt never
     // carries DUP [MQTT-3.3.1-1]; some clients retry on the connection they have). Without DUP, the same key
     // on the same connection is a new message: its packet id was freed by the PUBACK.
-    const resent = prev !== undefined && (prev.connection !== record.source.connection || record.source.dup);
-    if (resent && record.receivedAt - prev.at <= this.opts.dupWindowMs) {
+    // A PUBACK can only have been lost near the end of the original's connection: a message from early in a
+    // long connection, sent again by a device that restarts its packet ids, is new.
+    const resent = prev !== undefined && record.receivedAt - prev.at <= this.opts.dupWindowMs && (record.source.dup ||
+      (prev.connection !== record.source.connection && (this.closedAt.get(prev.connection as number) ?? record.receivedAt) - prev.at <= (this.opts.resendLagMs ?? RESEND_LAG_MS)));
+    if (resent) {
       this.stats.duplicatesDropped++;
       if (prev.durable) done({});
       else (prev.waiters ??= []).push(done);
       return;
     }
+    // Seen before on this connection (or too long ago to be its re-send): a new message reusing the key.
+    if (prev !== undefined) item = { ...item, keyReused: true };
     const first = item.samples[0];
     if (prev === undefined && record.source.maybeResend && first) {
       this.opts.store.storedKeys(first.topic, first.time, this.opts.dupWindowMs, [src]).then((found) => {

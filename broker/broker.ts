@@ -40,6 +40,8 @@ export interface BrokerOptions {
   readonly ingest: IngestFn;
   readonly log: Logger;
   readonly persistence?: unknown;
+  /** Told when an authenticated connection ends, with its serial (see Source.connection). */
+  readonly connectionClosed?: (connection: number, at: number) => void;
 }
 
 export interface BrokerStats {
@@ -103,6 +105,10 @@ export class UnsBroker {
     this.log = opts.log;
     // The WebSocket frame limit is a second guard; the frame guard checks MQTT packets inside the stream.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
+    aedes.on('clientDisconnect', (client: Client) => {
+      const conn = (client as UnsClient).unsConn;
+      if (conn !== undefined) opts.connectionClosed?.(conn, Date.now());
+    });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));
   }

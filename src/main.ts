@@ -112,7 +112,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
   const pipeline = new Pipeline({
-    namespace, schemas, sparkplug, writer, store, limits: config.payload, dupWindowMs: config.store.dupWindowMs,
+    namespace, schemas, sparkplug, writer, store, limits: config.payload, dupWindowMs: config.store.dupWindowMs, resendLagMs: config.store.resendLagMs,
     log: log.child({ component: 'pipeline' }),
   });
   const acl = new AccessControl(namespace.roles);
@@ -122,7 +122,10 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     users: () => users, anonymousRole: namespace.anonymousRole, acl,
     jwt: { secret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
   });
-  const broker = await UnsBroker.create({ limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }) });
+  const broker = await UnsBroker.create({
+    limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
+    connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
+  });
   undo.push(() => broker.close());
 
   let retainedRestored = false;

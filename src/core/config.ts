@@ -26,7 +26,7 @@ export interface Config {
   readonly store: {
     readonly batchMaxItems: number; readonly batchMaxDelayMs: number; readonly maxConcurrentFlushes: number;
     readonly highWaterItems: number; readonly lowWaterItems: number; readonly spoolMaxBytes: number;
-    readonly probeIntervalMs: number; readonly healthIntervalMs: number; readonly dupWindowMs: number; readonly retentionIntervalMs: number;
+    readonly probeIntervalMs: number; readonly healthIntervalMs: number; readonly dupWindowMs: number; readonly resendLagMs: number; readonly retentionIntervalMs: number;
   };
   readonly payload: { readonly maxBytes: number; readonly maxDepth: number };
   readonly auth: {
@@ -76,7 +76,7 @@ export const DEFAULTS: Config = {
   http: { host: '0.0.0.0', port: 8080 },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
-    spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, retentionIntervalMs: 3_600_000 },
+    spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, resendLagMs: 120_000, retentionIntervalMs: 3_600_000 },
   payload: { maxBytes: 262_144, maxDepth: 32 },
   auth: { adminUser: null, adminPassword: null, jwtSecret: null, jwtPublicKey: null, jwtAlgorithms: ['HS256'], jwtClockToleranceS: 5 },
   log: { level: 'info' },

@@ -63,7 +63,6 @@ export class PgStore {
   readonly pool: pg.Pool;
   private readonly log: Logger;
   private readonly topicIds = new Map<string, number>();
-  private readonly guarded = new WeakSet<pg.PoolClient>();
   private timescaleStatus: TimescaleStatus = { enabled: false, reason: 'not set up' };
 
   constructor(private readonly opts: PgStoreOptions) {
@@ -78,6 +77,10 @@ export class PgStore {
     });
     // An idle client losing its server (database restart) must not crash the process.
     this.pool.on('error', (err) => this.log.warn({ err: err.message }, 'idle database connection lost'));
+    // pg guards only idle clients: a checked-out one losing its server emits 'error', which would be an
+    // uncaught exception. Every user of this pool (store, webhook outbox, rules, reads) gets the guard here;
+    // the failing query rejects too, and that is what each of them acts on.
+    this.pool.on('connect', (client) => client.on('error', (err) => this.log.debug({ err: err.message }, 'database connection error')));
   }
 
   get timescale(): TimescaleStatus {
@@ -160,12 +163,6 @@ export class PgStore {
 
   private async transaction(batch: WriteBatch, body: (client: pg.PoolClient, fresh: Map<string, number>) => Promise<Refused>): Promise<IsolatedWrite> {
     const client = await this.pool.connect();
-    // pg only guards idle clients: a checked-out one losing its server emits 'error', which must not
-    // become an uncaught exception. The failing query rejects too, and that is what we act on.
-    if (!this.guarded.has(client)) {
-      this.guarded.add(client);
-      client.on('error', (err) => this.log.debug({ err: err.message }, 'database connection error'));
-    }
     const fresh = new Map<string, number>();
     let refused: Refused;
     try {
@@ -230,6 +227,7 @@ export class PgStore {
     const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
     const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
     const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
+    const check = dedupeWindowMs === undefined ? null : new Array<boolean>(n);
     // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
     const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
     let k = 0;
@@ -238,24 +236,30 @@ export class PgStore {
         const id = ids(s.topic);
         time[k] = s.time; topic[k] = id; num[k] = s.num; text[k] = s.text; bool[k] = s.bool;
         json[k] = s.json; bytes[k] = s.bytes; quality[k] = s.quality; src[k] = s.src;
+        if (check !== null) check[k] = s.src !== null && item.keyReused !== true;
         k++;
         const prev = latest.get(id);
         if (!prev || prev.row.time <= s.time) latest.set(id, { row: s, receivedAt: item.receivedAt });
       }
     }
     const params = [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)];
-    // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin.
+    // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
+    // (ck: the sample has a key, and its message was not known to reuse a freed packet id).
+    let extra = '';
+    let cols = '';
     let dedupe = '';
-    if (dedupeWindowMs !== undefined) {
-      dedupe = `WHERE u.s IS NULL OR NOT EXISTS (SELECT 1 FROM samples x WHERE x.topic_id = u.id
+    if (check !== null) {
+      params.push(String(dedupeWindowMs), boolArray(check));
+      extra = ', $11::bool[]';
+      cols = ', ck';
+      dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples x WHERE x.topic_id = u.id
          AND x.time BETWEEN to_timestamp((u.t - $10) / 1000.0) AND to_timestamp((u.t + $10) / 1000.0) AND x.src = u.s)`;
-      params.push(String(dedupeWindowMs));
     }
     await client.query(
       `INSERT INTO samples (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
        SELECT to_timestamp(t / 1000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
-       FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[])
-         AS u(t, id, n, tx, b, j, by, q, s) ${dedupe}`,
+       FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
+         AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}`,
       params,
     );
     const lv = [...latest.entries()];

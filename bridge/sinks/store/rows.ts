@@ -62,6 +62,11 @@ export interface WriteItem {
   readonly state?: StateRow | undefined;
   /** Arrival time (epoch ms) for last_values.received_at. */
   readonly receivedAt: number;
+  /**
+   * Its redelivery key was seen before on the same connection without DUP: a new message reusing a freed
+   * packet id, never to be taken for a re-send (replay's duplicate check passes it by).
+   */
+  readonly keyReused?: true | undefined;
 }
 
 export interface WriteBatch {
