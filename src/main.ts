@@ -241,6 +241,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   let httpSeq = 0;
   const publish: ApiDeps['publish'] = (topic, payload, principal, opts) => new Promise<IngestOutcome>((resolve) => {
+    // Holding (database away, spool full): an HTTP caller cannot be back-pressured like a socket; refuse at
+    // once (503, retry) rather than keep the request open until the database returns.
+    if (writer.stats.holding !== null) { resolve({ error: new Error(`not durable now: ${writer.stats.holding.reason}`) }); return; }
     const record: InboundRecord = {
       topic, payload,
       source: { protocol: 'http', clientId: `http:${principal.username}`, username: principal.username, packetId: (httpSeq++ % 65535) + 1, qos: 1, retain: opts.retain, dup: false },
