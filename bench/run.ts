@@ -12,17 +12,27 @@
  *                     1-day history of a 1 Hz topic in 1-minute buckets (p50/p99 over BENCH_QUERY_RUNS),
  *                     then a CSV export of BENCH_EXPORT_HOURS of every topic (rows/s, server RSS)
  *   7. read-pg        the same on a second, plain PostgreSQL cluster (no TimescaleDB preloaded)
- *   8. bare-aedes-end the reference again: the machine is shared, so the ceiling is bracketed and the
+ *   8. outage         uns-bridge on its own PostgreSQL cluster under a paced QoS 1 load of BENCH_OUTAGE_RATE msgs/s
+ *                     (faults.ts); PostgreSQL stopped for BENCH_OUTAGE_SECONDS, then started: acked msgs/s and
+ *                     PUBACK latency before/during/after, spool peak, drain time to /ready 200, server RSS, and
+ *                     every acknowledged message stored exactly once
+ *   9. spool-drain    BENCH_SPOOL_SEGMENTS one-message spool segments (written with the server's Spool class) in
+ *                     a server started with its database down; the database started: replay segments/s and
+ *                     progress, drain time to /ready 200, server RSS, stored exactly once
+ *  10. bare-aedes-end the reference again: the machine is shared, so the ceiling is bracketed and the
  *                     ratios use the mean of both bare runs
  *
- * Servers and the load generator are separate processes; everything listens on 127.0.0.1 only. Every
+ * Servers and the load generator are separate processes (outage's small sequence load runs in this one, as it
+ * must remember every acknowledged message); everything listens on 127.0.0.1 only. Every
  * process started here is ended by PID when the run ends, also on failure. The table goes to stdout, its
  * JSON to a file under the OS temp dir and, as the last line, to stdout; progress goes to stderr.
  *
  * Environment: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_PUBLISHERS (200), BENCH_WINDOW (20),
  * BENCH_TOPICS_PER_PUBLISHER (8), BENCH_RATE (10000), BENCH_SCENARIOS (comma list of the ids above),
  * BENCH_SUBSCRIBE (1; 0 = no subscriber on acme/#: Aedes' fan-out to it otherwise bounds every scenario),
- * BENCH_WS_CLIENTS (100), BENCH_STORE_DAYS (7: ~1.47M rows a day), BENCH_QUERY_RUNS (20), BENCH_EXPORT_HOURS (48).
+ * BENCH_WS_CLIENTS (100), BENCH_STORE_DAYS (7: ~1.47M rows a day), BENCH_QUERY_RUNS (20), BENCH_EXPORT_HOURS (48),
+ * BENCH_OUTAGE_RATE (3000), BENCH_OUTAGE_SECONDS (60), BENCH_SPOOL_SEGMENTS (100000), BENCH_DRAIN_TIMEOUT (360: seconds
+ * outage and spool-drain wait for /ready 200 once PostgreSQL is back; replay runs at a few hundred segments/s).
  */
 import { mkdtempSync, chmodSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -40,12 +50,13 @@ import type { WsLoadConfig, WsLoadResult } from './ws-load.js';
 import { ALL_AREAS, SITES, filterCoversArea } from './topics.js';
 import { seedStore, type SeedResult } from './seed-store.js';
 import { compareBuckets, login, streamExport, timeHistory, type Bucket, type ExportTiming, type HistoryTiming } from './read-api.js';
+import { destroyFaultClusters, faultProblems, faultReport, outageScenario, spoolDrainScenario, type FaultContext, type FaultResult } from './faults.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
 type ScenarioId = (typeof SCENARIOS)[number];
 type ReadId = 'read-ts' | 'read-pg';
 /** Targets the figures are held to (printed as met / NOT met). */
@@ -71,6 +82,10 @@ const settings = {
   storeDays: intEnv('BENCH_STORE_DAYS', 7, 1),
   queryRuns: intEnv('BENCH_QUERY_RUNS', 20, 1),
   exportHours: intEnv('BENCH_EXPORT_HOURS', 48, 1),
+  outageRate: intEnv('BENCH_OUTAGE_RATE', 3_000, 1),
+  outageSeconds: intEnv('BENCH_OUTAGE_SECONDS', 60, 1),
+  spoolSegments: intEnv('BENCH_SPOOL_SEGMENTS', 100_000, 1),
+  drainTimeoutS: intEnv('BENCH_DRAIN_TIMEOUT', 360, 10),
   scenarios: new Set<ScenarioId>(
     (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
       if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`BENCH_SCENARIOS: unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
@@ -196,8 +211,13 @@ function logTail(file: string, lines = 8): string {
   try { return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n'); } catch { return '(no output)'; }
 }
 
-async function startUns(name: string, databaseUrl: string | null, extraEnv: Readonly<Record<string, string>> = {}): Promise<UnsServer> {
-  const dataDir = tempDir('ub-');
+/**
+ * `opts.dataDir`: a data folder prepared by the caller (e.g. a spool to replay); `opts.untilAnswering`: return
+ * as soon as /ready answers at all (a server started with its database down answers 503 until it is back).
+ */
+async function startUns(name: string, databaseUrl: string | null, extraEnv: Readonly<Record<string, string>> = {},
+  opts: { readonly dataDir?: string; readonly untilAnswering?: boolean } = {}): Promise<UnsServer> {
+  const dataDir = opts.dataDir ?? tempDir('ub-');
   const logFile = join(tmpdir(), `uns-bench-${name}-${process.pid}.log`);
   const mqttPort = await freePort();
   const httpPort = await freePort();
@@ -226,7 +246,7 @@ async function startUns(name: string, databaseUrl: string | null, extraEnv: Read
       try {
         const res = await fetch(`http://127.0.0.1:${httpPort}/ready`);
         const body = (await res.json()) as { checks?: { database?: { timescale?: boolean } } };
-        if (res.status === 200) {
+        if (res.status === 200 || (opts.untilAnswering && res.status === 503)) {
           if (databaseUrl !== null) clearInterval(adoptPg);
           return { proc, mqttPort, httpPort, dataDir, logFile, timescale: body.checks?.database?.timescale === true };
         }
@@ -671,6 +691,7 @@ function notes(results: readonly ScenarioResult[]): string[] {
 
 async function cleanup(): Promise<void> {
   await reg.stopAll();
+  await destroyFaultClusters().catch((e: Error) => progress(`could not stop a test PostgreSQL: ${e.message}`));
   for (const c of [testPg, plainPg]) await c?.destroy().catch((e: Error) => progress(`could not stop a test PostgreSQL: ${e.message}`));
   testPg = null;
   plainPg = null;
@@ -681,6 +702,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const results: ScenarioResult[] = [];
   const reads: ReadResult[] = [];
+  const faults: FaultResult[] = [];
   const failures: string[] = [];
   /** CPU used on this machine by processes the bench did not start, per scenario (% of one core). */
   const otherCpu: Partial<Record<ScenarioId, number>> = {};
@@ -737,7 +759,14 @@ async function main(): Promise<void> {
     plainPg = null;
     reg.pruneAdopted();
   }
+  const faultCtx: FaultContext<UnsServer> = {
+    reg, progress, tempDir, startUns, stopUns, admin: ADMIN, topicsFile: join(ROOT, 'topics.yaml'), drainTimeoutS: settings.drainTimeoutS,
+  };
+  await attempt('outage', faults, () => outageScenario(faultCtx, { rate: settings.outageRate, outageS: settings.outageSeconds, warmupS: settings.warmupS }));
+  await attempt('spool-drain', faults, () => spoolDrainScenario(faultCtx, { segments: settings.spoolSegments, rate: settings.outageRate }));
   await attempt('bare-aedes-end', results, () => bareScenario('bare-aedes-end'));
+  // A fault scenario that lost or doubled messages (or did not drain) has failed, loudly.
+  failures.push(...faultProblems(faults));
 
   const report = {
     when: new Date().toISOString(),
@@ -747,6 +776,7 @@ async function main(): Promise<void> {
     otherCpuPct: otherCpu,
     results,
     reads,
+    faults,
     failures,
     totalS: Math.round(performance.now() - started) / 1000,
   };
@@ -758,6 +788,7 @@ async function main(): Promise<void> {
   const fan = results.find((r): r is ScenarioResult & { ws: WsFigures } => r.ws !== undefined);
   if (fan) out.push('', wsTable(fan), '', ...wsNotes(fan.ws));
   if (reads.length > 0) out.push('', readTable(reads), '', ...readNotes(reads));
+  if (faults.length > 0) out.push(...faultReport(faults));
   const problems = results.flatMap((r) => {
     const p: string[] = [];
     if (r.persisted && r.persisted.lost > 0) p.push(`${r.id}: ${r.persisted.lost} acknowledged messages are NOT in the store`);
@@ -784,7 +815,7 @@ async function main(): Promise<void> {
     if (r.serverLog && (r.serverLog.errors > 0 || r.serverLog.warnings > 0)) p.push(`${r.id}: server logged ${r.serverLog.errors} errors, ${r.serverLog.warnings} warnings`);
     if (r.serverLog && !r.serverLog.clean) p.push(`${r.id}: server ${r.serverLog.exit}`);
     return p;
-  }));
+  })).concat(faultProblems(faults));
   const tsAnswer = historyAnswers.get('read-ts');
   const pgAnswer = historyAnswers.get('read-pg');
   let sameAnswer: string | null = null;
@@ -794,12 +825,13 @@ async function main(): Promise<void> {
     if (d.onlyInOne > 0 || d.maxDiff > 1e-9) problems.push(`read-ts and read-pg answer the history differently: ${d.onlyInOne} buckets in only one, max |difference| ${d.maxDiff}`);
     else sameAnswer = `TimescaleDB and plain PostgreSQL give the same ${tsAnswer.length} history buckets (max |difference| ${d.maxDiff.toExponential(1)})`;
   }
-  if (results.length + reads.length > 0) out.push('', problems.length === 0
+  if (results.length + reads.length + faults.length > 0) out.push('', problems.length === 0
     ? `checks: ${[
       ...(results.length ? ['every acknowledged message is in the store; nothing rejected, no dropped connections'] : []),
       ...(fan ? ['every WebSocket client got every point, no gaps'] : []),
       ...(reads.length ? ['history complete, exports complete, server memory flat during exports'] : []),
-      'no server warnings or errors, clean shutdowns',
+      ...(faults.length ? [`${faults.map((f) => f.id).join(' and ')}: every acknowledged message stored exactly once, spool drained`] : []),
+      results.length + reads.length > 0 ? 'no server warnings or errors, clean shutdowns' : 'clean shutdowns',
     ].join('; ')}`
     : `PROBLEMS:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   const bare = results.filter(isBare);

@@ -275,8 +275,8 @@ export class Pipeline {
     const first = item.samples[0];
     if (prev === undefined && record.source.maybeResend && first) {
       this.opts.store.storedKeys(first.topic, first.time, this.opts.dupWindowMs, [src]).then((found) => {
-        if (found.has(src)) { this.stats.duplicatesDropped++; done({}); } else this.submitRemembered(record, item, src, done);
-      }, () => this.submitRemembered(record, item, src, done)); // cannot tell now: replay's check is the backstop
+        if (found.has(src)) { this.stats.duplicatesDropped++; done({}); } else this.submitRemembered(record, { ...item, resendCheck: true }, src, done);
+      }, () => this.submitRemembered(record, { ...item, resendCheck: true }, src, done)); // cannot tell now: replay's check is the backstop
       return;
     }
     this.submitRemembered(record, item, src, done);

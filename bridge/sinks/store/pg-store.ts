@@ -35,6 +35,8 @@ export interface WriteOptions {
    * replay may hold the original of a message whose re-send was stored live meanwhile.
    */
   readonly dedupeWindowMs?: number | undefined;
+  /** With dedupeWindowMs: check only items marked `resendCheck` (a segment of this run). */
+  readonly dedupeMarkedOnly?: boolean | undefined;
   /**
    * writeIsolated only: the items are earlier store rejections being replayed (their rejection row ids, one
    * per item). An item that commits marks its row replayed in the same transaction (so it is applied once);
@@ -193,7 +195,7 @@ export class PgStore {
     known?: ReadonlyMap<string, number>): Promise<void> {
     await this.resolveTopics(client, items, fresh, known);
     const ids = (name: string): number => this.topicIds.get(name) ?? known?.get(name) ?? fresh.get(name) ?? 0;
-    await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
+    await this.insertSamples(client, items, ids, opts.dedupeWindowMs, opts.dedupeMarkedOnly === true);
     await this.upsertRetained(client, items);
     const rejections = items.flatMap((i) => (i.rejection ? [i.rejection] : []));
     if (rejections.length > 0) await this.insertRejectionRows(client, rejections, null);
@@ -221,7 +223,8 @@ export class PgStore {
     for (const row of r.rows) fresh.set(row.name, row.id);
   }
 
-  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<void> {
+  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number,
+    markedOnly = false): Promise<void> {
     const n = items.reduce((a, i) => a + i.samples.length, 0);
     if (n === 0) return;
     const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
@@ -236,7 +239,7 @@ export class PgStore {
         const id = ids(s.topic);
         time[k] = s.time; topic[k] = id; num[k] = s.num; text[k] = s.text; bool[k] = s.bool;
         json[k] = s.json; bytes[k] = s.bytes; quality[k] = s.quality; src[k] = s.src;
-        if (check !== null) check[k] = s.src !== null && item.keyReused !== true;
+        if (check !== null) check[k] = s.src !== null && item.keyReused !== true && (!markedOnly || item.resendCheck === true);
         k++;
         const prev = latest.get(id);
         if (!prev || prev.row.time <= s.time) latest.set(id, { row: s, receivedAt: item.receivedAt });

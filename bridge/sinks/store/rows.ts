@@ -67,6 +67,11 @@ export interface WriteItem {
    * packet id, never to be taken for a re-send (replay's duplicate check passes it by).
    */
   readonly keyReused?: true | undefined;
+  /**
+   * A possible re-send whose original was neither remembered nor found in the database: the original may be
+   * in a spool segment of an earlier run, so replay checks this one for a stored twin.
+   */
+  readonly resendCheck?: true | undefined;
 }
 
 export interface WriteBatch {

@@ -58,7 +58,8 @@ const LEGACY_SUFFIX = '.json';
 
 export class Spool {
   private seq = 0;
-  private readonly instance = randomBytes(4).toString('hex');
+  /** Names this process's segments (a segment from an earlier run may hold originals of re-sends). */
+  readonly instance = randomBytes(4).toString('hex');
   private used = 0;
   private count = 0;
 
