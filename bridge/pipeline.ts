@@ -13,7 +13,6 @@ import type { Namespace, RouteSpec } from '../src/core/topics.js';
 import { decodeValuePayload } from './decode/envelope.js';
 import type { SparkplugDecoder } from './decode/sparkplug.js';
 import type { StoreWriter, WriteResult } from './sinks/store/store-writer.js';
-import type { PgStore } from './sinks/store/pg-store.js';
 import { messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './sinks/store/to-rows.js';
 import type { WriteItem } from './sinks/store/rows.js';
 
@@ -22,7 +21,6 @@ export interface PipelineOptions {
   readonly schemas: ReadonlyMap<string, ValidateFunction>;
   readonly sparkplug: SparkplugDecoder;
   readonly writer: StoreWriter;
-  readonly store: PgStore;
   readonly limits: { readonly maxBytes: number; readonly maxDepth: number };
   readonly dupWindowMs: number;
   /** See RESEND_LAG_MS (default). */
@@ -38,6 +36,8 @@ interface RecentMessage {
   durable: boolean;
   /** Re-sends waiting for the original to become durable. */
   waiters: Array<(o: IngestOutcome) => void> | null;
+  /** Its position in the eviction ring. */
+  slot: number;
 }
 
 export interface PipelineStats {
@@ -91,6 +91,12 @@ export class Pipeline {
    * later connection is acknowledged with its original (once durable) and stored once, DUP flag or not.
    */
   private readonly recent = new Map<string, RecentMessage>();
+  /**
+   * The same keys in arrival order, as a ring: the oldest is evicted by position. (Evicting through
+   * Map.keys().next() costs a walk over every deleted slot at the table's front: quadratic under load.)
+   */
+  private readonly ring: Array<string | undefined>;
+  private ringAt = 0;
   /** When recent connections closed (epoch ms), oldest first (bounded). */
   private readonly closedAt = new Map<number, number>();
   /** Message id -> state key whose snapshot must be written with that message. */
@@ -101,6 +107,7 @@ export class Pipeline {
 
   constructor(private readonly opts: PipelineOptions) {
     this.log = opts.log;
+    this.ring = new Array<string | undefined>(opts.recentKeys ?? 100_000);
   }
 
   /** The broker lost or closed a connection: its last messages are the ones whose PUBACK may be lost. */
@@ -272,24 +279,22 @@ export class Pipeline {
     }
     // Seen before on this connection (or too long ago to be its re-send): a new message reusing the key.
     if (prev !== undefined) item = { ...item, keyReused: true };
-    const first = item.samples[0];
-    if (prev === undefined && record.source.maybeResend && first) {
-      this.opts.store.storedKeys(first.topic, first.time, this.opts.dupWindowMs, [src]).then((found) => {
-        if (found.has(src)) { this.stats.duplicatesDropped++; done({}); } else this.submitRemembered(record, { ...item, resendCheck: true }, src, done);
-      }, () => this.submitRemembered(record, { ...item, resendCheck: true }, src, done)); // cannot tell now: replay's check is the backstop
-      return;
-    }
+    // Not remembered, but possibly a re-send (DUP, or early in a connection, after a restart of ours): the
+    // store's write skips it if its key is already stored near its time (no extra round trip per message),
+    // and so does replay if it is spooled.
+    if (prev === undefined && record.source.maybeResend) item = { ...item, resendCheck: true };
     this.submitRemembered(record, item, src, done);
   }
 
   private submitRemembered(record: InboundRecord, item: WriteItem, src: string, done: (o: IngestOutcome) => void): void {
-    const entry: RecentMessage = { connection: record.source.connection, at: record.receivedAt, durable: false, waiters: null };
-    this.recent.delete(src);
+    const entry: RecentMessage = { connection: record.source.connection, at: record.receivedAt, durable: false, waiters: null, slot: 0 };
+    const evict = this.ring[this.ringAt];
+    // The slot's key may have been remembered again since (a newer entry): only an entry this old goes.
+    if (evict !== undefined && this.recent.get(evict)?.slot === this.ringAt) this.recent.delete(evict);
+    this.ring[this.ringAt] = src;
+    entry.slot = this.ringAt;
+    this.ringAt = (this.ringAt + 1) % this.ring.length;
     this.recent.set(src, entry);
-    if (this.recent.size > (this.opts.recentKeys ?? 100_000)) {
-      const oldest = this.recent.keys().next();
-      if (!oldest.done) this.recent.delete(oldest.value);
-    }
     this.opts.writer.submit(item, (r) => {
       const out = this.outcome(record, r, {});
       if (r.error) {

@@ -112,7 +112,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
   const pipeline = new Pipeline({
-    namespace, schemas, sparkplug, writer, store, limits: config.payload, dupWindowMs: config.store.dupWindowMs, resendLagMs: config.store.resendLagMs,
+    namespace, schemas, sparkplug, writer, limits: config.payload, dupWindowMs: config.store.dupWindowMs, resendLagMs: config.store.resendLagMs,
     log: log.child({ component: 'pipeline' }),
   });
   const acl = new AccessControl(namespace.roles);

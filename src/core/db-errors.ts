@@ -47,6 +47,12 @@ export function classifyDbError(e: unknown): DbErrorClass {
   }
 }
 
+/** A serialization failure or deadlock (class 40): the transaction lost a race; running it again succeeds. */
+export function isTxConflict(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('40');
+}
+
 export function isRowError(e: unknown): boolean {
   return classifyDbError(e) === 'row';
 }

@@ -211,7 +211,9 @@ export class PgStore {
       }
     }
     if (!missing) return;
-    const metas = [...missing.values()];
+    // Rows are locked in one order (by key) in every transaction, so a replay and live batches upserting
+    // the same topics wait for each other instead of deadlocking.
+    const metas = [...missing.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     // DO UPDATE (a no-op write) so RETURNING yields ids of rows that already existed too.
     const r = await client.query<{ id: number; name: string }>(
       `INSERT INTO topics (name, levels, route, unit)
@@ -265,7 +267,7 @@ export class PgStore {
          AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}`,
       params,
     );
-    const lv = [...latest.entries()];
+    const lv = [...latest.entries()].sort((a, b) => a[0] - b[0]);
     // Replayed spool batches may be older than what is stored: never let an older value win.
     await client.query(
       `INSERT INTO last_values AS l (topic_id, time, received_at, v_num, v_text, v_bool, v_json, v_bytes, quality)
@@ -286,7 +288,7 @@ export class PgStore {
     const last = new Map<string, RetainedRow>();
     for (const item of items) if (item.retained) last.set(item.retained.topic, item.retained);
     if (last.size === 0) return;
-    const rows = [...last.values()];
+    const rows = [...last.values()].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0));
     const keep = rows.filter((r) => r.payload !== '');
     const drop = rows.filter((r) => r.payload === '').map((r) => r.topic);
     if (drop.length) await client.query('DELETE FROM retained WHERE topic = ANY($1::text[])', [drop]);
@@ -318,7 +320,7 @@ export class PgStore {
       if (st && (last.get(st.key)?.rev ?? -1) < st.rev) last.set(st.key, st);
     }
     if (last.size === 0) return;
-    const rows = [...last.values()];
+    const rows = [...last.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     await client.query(
       `INSERT INTO state AS s (key, rev, value, updated_at)
        SELECT k, r, v, now() FROM unnest($1::text[], $2::int8[], $3::jsonb[]) AS u(k, r, v)
@@ -331,21 +333,6 @@ export class PgStore {
   async loadState(key: string): Promise<unknown> {
     const r = await this.pool.query<{ value: unknown }>('SELECT value FROM state WHERE key = $1', [key]);
     return r.rows[0]?.value;
-  }
-
-  /**
-   * Which of these redelivery keys are already stored for the topic near `time`? A DUP publish whose
-   * original was committed (but whose PUBACK was lost, or the server died before sending it) is then
-   * acknowledged without a second row.
-   */
-  async storedKeys(topic: string, time: number, windowMs: number, keys: readonly string[]): Promise<Set<string>> {
-    const r = await this.pool.query<{ src: string }>(
-      `SELECT s.src::text AS src FROM samples s JOIN topics t ON t.id = s.topic_id
-       WHERE t.name = $1 AND s.time BETWEEN to_timestamp($2 / 1000.0) AND to_timestamp($3 / 1000.0)
-         AND s.src = ANY($4::int8[])`,
-      [topic, time - windowMs, time + windowMs, keys],
-    );
-    return new Set(r.rows.map((row) => row.src));
   }
 
   async loadRetained(): Promise<Array<{ topic: string; payload: Buffer; qos: number }>> {

@@ -13,7 +13,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../../../src/core/log.js';
-import { classifyDbError, describeDbError, isRowError, type DbErrorClass } from '../../../src/core/db-errors.js';
+import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/db-errors.js';
 import type { PgStore, WriteOptions } from './pg-store.js';
 import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure } from './spool.js';
 import { rowCount, type WriteBatch, type WriteItem } from './rows.js';
@@ -235,13 +235,13 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     if (this.stats.state === 'healthy') {
       const items = batch.map((p) => p.item);
       try {
-        await this.store.writeBatch({ items });
+        await this.commit({ items }, items.some(marked) ? this.ownReplayOpts : undefined);
         durable = true;
       } catch (e) {
         if (isRowError(e)) {
           // One bad row must not cost the others: the same batch, one savepoint per item.
           try {
-            const r = await this.store.writeIsolated({ items });
+            const r = await this.store.writeIsolated({ items }, items.some(marked) ? this.ownReplayOpts : undefined);
             refused = new Map(r.refused.map((x) => [x.index, x.error]));
             durable = true;
             this.stats.storeRejected += r.refused.length;
@@ -294,6 +294,18 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
       this.idleWaiters = [];
       for (const w of idle) w();
       if (this.queue.length === 0) this.emit('drained');
+    }
+  }
+
+  /** A transaction that lost a race (deadlock, serialization) is run again, twice at most, before it counts as an outage. */
+  private async commit(batch: WriteBatch, opts?: WriteOptions): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.store.writeBatch(batch, opts);
+        return;
+      } catch (e) {
+        if (attempt >= 2 || !isTxConflict(e)) throw e;
+      }
     }
   }
 
@@ -436,7 +448,7 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     // pipeline). Checking no more than that keeps replay linear on a busy topic.
     const opts = name.includes(this.spool.instance) ? this.ownReplayOpts : this.replayOpts;
     try {
-      await this.store.writeBatch(batch, opts);
+      await this.commit(batch, opts);
     } catch (e) {
       if (!isRowError(e)) { this.outage(e); return false; }
       try {
@@ -458,6 +470,11 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     if (this.closing) return;
     this.timers.setTimeout(() => { if (this.stats.state === 'healthy') void this.replay(); }, this.opts.probeIntervalMs);
   }
+}
+
+/** A possible re-send whose original may already be stored: written only if its key is not there yet. */
+function marked(item: WriteItem): boolean {
+  return item.resendCheck === true;
 }
 
 function storeTopic(item: WriteItem | undefined): string | undefined {

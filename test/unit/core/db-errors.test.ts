@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { classifyDbError, describeDbError, type DbErrorClass } from '../../../src/core/db-errors.js';
+import { classifyDbError, describeDbError, isTxConflict, type DbErrorClass } from '../../../src/core/db-errors.js';
 
 const pgError = (code: string, message = 'x'): Error => Object.assign(new Error(message), { code });
 
@@ -59,6 +59,13 @@ describe('database error classifier', () => {
     expect(classifyDbError(new Error('something odd'))).to.equal('permanent');
     expect(classifyDbError(null)).to.equal('permanent');
     expect(classifyDbError('a string')).to.equal('permanent');
+  });
+
+  it('tells a transaction that lost a race (run it again) from other transient errors', () => {
+    expect(isTxConflict(pgError('40P01'))).to.equal(true);
+    expect(isTxConflict(pgError('40001'))).to.equal(true);
+    expect(isTxConflict(pgError('08006'))).to.equal(false);
+    expect(isTxConflict(new Error('x'))).to.equal(false);
   });
 
   it('describes an error with its SQLSTATE first', () => {

@@ -22,9 +22,13 @@ class FakeStore implements WriterStore {
   readonly rejected: number[] = [];
   readonly applied = new Set<string>();
   failWith: Error | null = null;
+  /** Errors thrown by the next writes, one each, before failWith applies. */
+  failNext: Error[] = [];
   writes = 0;
 
   private check(): void {
+    const once = this.failNext.shift();
+    if (once) throw once;
     if (this.failWith) throw this.failWith;
   }
 
@@ -134,6 +138,17 @@ describe('store writer', () => {
     expect(results.get(1)).to.deep.equal({});
     expect(store.rows).to.deep.equal([1, 2]);
     expect(writer.stats.committedItems).to.equal(2);
+  });
+
+  it('runs a batch that lost a deadlock again instead of calling it an outage', async () => {
+    make();
+    store.failNext = [sqlError('40P01'), sqlError('40001')];
+    submit(1); submit(2); submit(3); submit(4);
+    await settle();
+    expect(store.rows).to.deep.equal([1, 2, 3, 4]);
+    expect(writer.state).to.equal('healthy');
+    expect(spool.segments).to.equal(0);
+    expect(store.writes).to.equal(3);
   });
 
   it('sets a row the database refuses aside as a rejection and commits the rows beside it', async () => {
