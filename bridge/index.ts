@@ -1,4 +1,7 @@
-export { Pipeline, type PipelineOptions, type PipelineStats, type MessageListener } from './pipeline.js';
+export { Pipeline, type PipelineOptions, type PipelineStats } from './pipeline.js';
+export { buildStages, runStages, draftOf, routeStage, levelsStage, decodeStage, validateStage, type Draft, type Stage, type StageOptions } from './stages.js';
+export type { Sink, SinkMoment } from './sinks/sink.js';
+export { StoreSink, type StoreSinkOptions, type StoreSinkStats, type Fate } from './sinks/store/store-sink.js';
 export { SparkplugDecoder } from './decode/sparkplug.js';
 export { decodeValuePayload } from './decode/envelope.js';
 export { parseJsonExact, stringifyJson } from './decode/json-exact.js';

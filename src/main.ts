@@ -23,7 +23,7 @@ import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
 import { EventBus } from './core/events.js';
 import { eventId } from './core/events.js';
-import { WebhookService } from '../bridge/sinks/webhooks/index.js';
+import { WebhookService, sensorReadingSink } from '../bridge/sinks/webhooks/index.js';
 import { RuleService, PgRuleStore } from '../bridge/rules/index.js';
 import { buildIngestSources, IngestDedupStore } from '../bridge/ingest/index.js';
 
@@ -179,14 +179,14 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   // Events for webhooks and rules: producers emit here, consumers subscribe (wired below).
   const events = new EventBus();
   const hub = new LiveHub();
-  pipeline.onMessage((m) => hub.publish(m));
-  // Threshold rules: judged in memory on every accepted message; state is written before events go out.
+  pipeline.addSink({ name: 'live', when: 'accepted', accept: (m) => hub.publish(m) });
+  // Threshold rules: judged in memory on every durable message; state is written before events go out.
   // Loaded once the database is open (not before: a crossing is never judged without its stored state).
   const rules = new RuleService({
     store: new PgRuleStore(store.pool), fileRules: namespace.rules, emit: (e) => events.emit(e), log: log.child({ component: 'rules' }),
     permitted: (r) => acl.forRoles(r.roles).canSubscribe(r.topicFilter),
   });
-  pipeline.onMessage(rules.onMessage);
+  pipeline.addSink({ name: 'rules', when: 'durable', accept: rules.onMessage });
   const loadRules = (): void => {
     if (storeOpen) rules.load().catch((e: Error) => log.warn({ err: e.message }, 'threshold rules not loaded yet'));
   };
@@ -197,13 +197,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     pool: store.pool, permissions: (roles) => acl.forRoles(roles), events, settings: config.webhooks,
     topicLimits: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels }, log: log.child({ component: 'webhooks' }),
   });
-  // sensor.reading: every point of a message bound for the store; built only when an endpoint takes it.
-  pipeline.onMessage((m) => {
-    if (!m.store || !webhooks.wants('sensor.reading')) return;
-    for (const p of m.points) {
-      events.emit({ id: eventId(m.receivedAt), type: 'sensor.reading', occurredAt: m.receivedAt, topic: p.topic, data: { value: p.value, timestamp: p.timestamp, quality: p.quality, unit: p.unit } });
-    }
-  });
+  pipeline.addSink(sensorReadingSink((t) => webhooks.wants(t), (e) => events.emit(e)));
   const clientEvent = (type: 'device.online' | 'device.offline') => (c: { id: string }): void => {
     const now = Date.now();
     events.emit({ id: eventId(now), type, occurredAt: now, data: { client_id: c.id, username: (c as { uns?: { username?: string } }).uns?.username ?? null } });

@@ -1,4 +1,4 @@
-/** Outbound webhooks: the public surface of bridge/sinks/webhooks (rule 1: no deep imports from outside). */
+/** Outbound webhooks: the public surface of bridge/sinks/webhooks (no deep imports from outside). */
 export { WebhookService, type WebhookServiceOptions, type WebhookSettings, type Outcome } from './webhook-service.js';
 export { Dispatcher, type DispatcherSettings, type DispatcherStats, type SentAttempt, type Timers } from './dispatcher.js';
 export { Outbox, type NewDelivery, type ClaimedDelivery, type AttemptOutcome, type HealthChange, type Settlement } from './outbox.js';
@@ -12,3 +12,4 @@ export { signStandard, signSimple, verifyStandard, verifySimple, generateSecret,
 export { deliver, checkUrl, checkDestination, type DeliveryResult, type DeliveryRequest } from './http-client.js';
 export { parseAllowlist, type Allowlist } from './ssrf.js';
 export { DEFAULT_RETRY_POLICY, DEFAULT_SCHEDULE_S, classify, nextAttempt, transition } from './retry-policy.js';
+export { sensorReadingSink } from './reading-sink.js';
