@@ -49,7 +49,7 @@ export interface RuleStatePersistence {
   saveStates(resets: readonly string[], changes: readonly StateChange[]): Promise<void>;
 }
 
-/** Timers are injected so tests drive time (rule 10). */
+/** Timers are injected so tests drive time. */
 export interface Scheduler {
   set(fn: () => void, ms: number): unknown;
   clear(handle: unknown): void;
@@ -64,7 +64,7 @@ export const realScheduler: Scheduler = {
   clear: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
-/** Retry schedule for rule_state writes while the database is unreachable (policy as data, rule 11). */
+/** Retry schedule for rule_state writes while the database is unreachable (policy as data). */
 export const PERSIST_RETRY_MS: readonly number[] = [500, 1_000, 2_000, 5_000, 10_000, 30_000];
 
 export interface RuleEngineOptions {

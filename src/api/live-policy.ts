@@ -1,6 +1,6 @@
 /**
  * The live-stream policy (WebSocket and SSE) as data: batching, the slow-consumer bounds, heartbeats.
- * Every number here bounds memory or time per connection; GUARANTEES.md ("slow WebSocket consumers:
+ * Every number here bounds memory or time per connection; docs/guarantees.md ("slow WebSocket consumers:
  * bounded buffer per connection, then drop with a notice or close; never stalls others").
  */
 

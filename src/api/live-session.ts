@@ -297,7 +297,7 @@ export class LiveSession {
         }
       }
     } catch (e) {
-      // The database may be down: live delivery goes on without the snapshot (GUARANTEES: outage).
+      // The database may be down: live delivery goes on without the snapshot (docs/guarantees.md: database outage).
       this.deps.log.warn({ err: (e as Error).message }, 'live snapshot query failed');
       this.error('UNS_ERR_UNAVAILABLE', 'snapshot unavailable: the store cannot be read now; live data follows', { id, details: { stage: 'snapshot' } });
       return;

@@ -632,7 +632,7 @@ type AddProblem = (path: readonly PathSeg[], message: string, at?: 'key' | 'valu
 
 /** The longest a rule may wait before firing: the rules table keeps it in an integer of milliseconds. */
 export const MAX_RULE_MIN_DURATION_MS = 7 * 86_400_000;
-/** Standard Webhooks' 5 minutes is also the most we tolerate (GUARANTEES.md). */
+/** Standard Webhooks' 5 minutes is also the most we tolerate (Standard Webhooks, and docs/guarantees.md). */
 export const MAX_INGEST_TOLERANCE_S = 300;
 
 const MS_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };

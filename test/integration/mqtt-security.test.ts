@@ -1,5 +1,5 @@
 /**
- * Bad MQTT input gets a clear answer and nothing else breaks (GUARANTEES.md, "Bad input" and "Security
+ * Bad MQTT input gets a clear answer and nothing else breaks (docs/guarantees.md, "Bad input" and "Security
  * defaults"). One real server for the file; hostile clients speak raw MQTT over TCP so they can send what
  * no client library would. After each case a well-behaved bystander publishes QoS 1 and /health answers.
  */

@@ -1,5 +1,5 @@
 /**
- * Webhook retry state survives restarts (GUARANTEES "The namespace's state survives restarts ... webhook
+ * Webhook retry state survives restarts (docs/guarantees.md: "The namespace's state survives restarts ... webhook
  * retry state"), a crashed or stopped attempt's lease expires and the delivery is sent again with the same
  * webhook-id, and two instances sharing one database share the outbox without sending a delivery twice
  * or exceeding an endpoint's concurrency.

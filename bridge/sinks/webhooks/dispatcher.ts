@@ -7,10 +7,10 @@
  *         ─> deliver() (http-client.ts: SSRF guard, no redirects, one time budget)
  *         ─> retry-policy.ts state machine ─> settle queue ─(one transaction per batch)─> attempts, states, health
  *
- * accept() runs on the ingest path: it matches and renders in memory and never awaits or throws (rule 4, 5).
+ * accept() runs on the ingest path: it matches and renders in memory and never awaits or throws: it runs on the per-message path.
  * An event is durable once its row commits; until then it is in memory: at most max_linger_ms of
  * sensor.reading plus one insert round trip. While the database is unreachable the queue is bounded
- * (maxQueued, oldest dropped and counted). Time, randomness and timers are injected (rule 10).
+ * (maxQueued, oldest dropped and counted). Time, randomness and timers are injected, so tests use fake clocks.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import type { Logger } from '../../../src/core/log.js';
@@ -51,7 +51,7 @@ export interface DispatcherSettings {
   readonly maxResponseBytes: number;
 }
 
-/** Time, randomness and the network, injected so tests can use fake clocks and receivers (rule 10). */
+/** Time, randomness and the network, injected so tests can use fake clocks and receivers. */
 export interface Injections {
   /** Epoch ms. */
   readonly clock?: () => number;

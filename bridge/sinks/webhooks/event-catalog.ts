@@ -3,7 +3,7 @@
  * and the permission it needs. Served as `GET /api/v1/webhooks/events`; the envelope schema describes the
  * body every delivery carries unless the endpoint has a payload template.
  *
- * Permissions (GUARANTEES "every read ... webhooks' topic filters ... checked against the same role
+ * Permissions (docs/guarantees.md: "every read ... webhooks' topic filters ... checked against the same role
  * permissions"): an event about a topic is delivered only when the owner's roles may read that topic; an
  * event about no topic (a client connecting, the store's health) needs the read filter named in `requires`,
  * as reading the broker's own `$SYS/` tree does on MQTT.

@@ -42,7 +42,7 @@ export interface DeliveryOptions {
   allowlist?: Allowlist;
   /** Injected resolver (tests, custom DNS); default node:dns lookup with `all: true`. */
   lookup?: Resolver;
-  /** Monotonic milliseconds for latencyMs; injected in tests (rule 10). Default performance.now. */
+  /** Monotonic milliseconds for latencyMs; injected in tests. Default performance.now. */
   clock?: () => number;
   /** Extra trust anchors for https endpoints with a private CA (PEM). */
   ca?: string | Buffer | ReadonlyArray<string | Buffer>;

@@ -1,6 +1,6 @@
 /**
  * Which events an endpoint receives: its event types, its topic filters, its conditions, and its owner's
- * read permissions. Compiled once per endpoint (rule 5); `matches` runs on the event path and never throws.
+ * read permissions. Compiled once per endpoint; `matches` runs on the event path and never throws.
  *
  * - An event about a topic needs the owner's roles to read that topic (checked per event, whatever the
  *   filters say, so a webhook never sends a topic its owner cannot read) and, when topic filters are set,

@@ -1,7 +1,7 @@
 /**
  * The durable outbox (`webhook_deliveries`, `webhook_attempts`). A delivery row is committed before
  * anything is sent; its id is the `webhook-id` of every attempt, so receivers de-duplicate retries
- * (GUARANTEES "Exactly once in the store ... Webhook retries carry the same webhook-id").
+ * (docs/guarantees.md: "Exactly once in the store ... Webhook retries carry the same webhook-id").
  *
  * Claiming works across instances sharing one database:
  * - due rows are taken `FOR UPDATE SKIP LOCKED`; the endpoints too (`FOR NO KEY UPDATE SKIP LOCKED`) for
@@ -13,7 +13,7 @@
  * - ordered endpoints only ever offer their head (lowest `seq` not yet succeeded or dead), so one delivery
  *   is in flight at a time and the next waits until the head is settled, retries included.
  *
- * Time comes in as arguments (rule 10); the database clock is not used for scheduling.
+ * Time comes in as arguments; the database clock is not used for scheduling.
  */
 import type pg from 'pg';
 import type { DeliveryResult } from './http-client.js';

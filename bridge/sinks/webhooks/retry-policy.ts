@@ -1,6 +1,6 @@
 /**
- * Webhook retry policy, delivery state machine and endpoint health, all pure (rule 11: policies are data,
- * state machines are explicit types; rule 10: time and randomness come in as arguments).
+ * Webhook retry policy, delivery state machine and endpoint health, all pure (policies are data,
+ * state machines are explicit types; time and randomness come in as arguments).
  *
  * Modelled on svix (core/retry.rs, worker.rs): a fixed schedule with ±20 % jitter, every non-2xx retried,
  * redirects never followed (a 3xx is a failed attempt), 410 Gone disables the endpoint, `Retry-After`

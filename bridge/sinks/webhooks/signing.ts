@@ -52,7 +52,7 @@ export function isValidSecret(secret: string): boolean {
   return n >= 24 && n <= 64;
 }
 
-/** `whsec_` + base64 of `bytes` random bytes (24..64, default 32). Randomness is injected (rule 10). */
+/** `whsec_` + base64 of `bytes` random bytes (24..64, default 32). Randomness is injected. */
 export function generateSecret(random: (n: number) => Buffer = nodeRandomBytes, bytes = 32): string {
   const n = Math.min(64, Math.max(24, Math.trunc(bytes)));
   return SECRET_PREFIX + random(n).toString('base64');

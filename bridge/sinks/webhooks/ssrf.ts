@@ -31,7 +31,7 @@ export interface Cidr {
   readonly text: string;
 }
 
-/** Parsed once at start-up (rule 5) and frozen. */
+/** Parsed once at start-up and frozen. */
 export interface Allowlist {
   readonly cidrs: readonly Cidr[];
   /** Lower-case host names without a trailing dot; a listed name may resolve to any address. */
@@ -256,7 +256,7 @@ function parseCidr(entry: string): Cidr | undefined {
  * `'10.0.0.0/8,127.0.0.1/32,hooks.local'`: CIDRs (IPv4 or IPv6; a bare address is a /32 or /128) and exact
  * host names, separated by commas or white space. An allow-listed CIDR opens any range, loopback included;
  * an allow-listed name may resolve to any address. Start-up configuration: a bad entry throws
- * UNS_ERR_CONFIG_INVALID (rule 4).
+ * UNS_ERR_CONFIG_INVALID.
  */
 export function parseAllowlist(spec: string | readonly string[]): Allowlist {
   const entries = (typeof spec === 'string' ? spec.split(/[\s,]+/) : spec.flatMap((s) => s.split(/[\s,]+/)))

@@ -9,7 +9,7 @@
  *   characters cannot end the string or inject structure);
  * - outside a string, the value's JSON encoding is inserted (a number stays a number, a string is quoted,
  *   an object is embedded; a missing value is `null`).
- * The template is parsed once when saved (rule 5); render() only concatenates and never throws.
+ * The template is parsed once when saved (not per message); render() only concatenates and never throws.
  */
 import { stringifyJson } from '../../decode/json-exact.js';
 import type { JsonValue } from '../../../src/core/message.js';

@@ -90,7 +90,7 @@ export function isSensitiveHeader(name: string): boolean {
   return SENSITIVE.test(name);
 }
 
-/** Custom headers as shown by the API: auth-like values replaced (GUARANTEES: secrets never returned). */
+/** Custom headers as shown by the API: auth-like values replaced (docs/guarantees.md: secrets never returned). */
 export function redactHeaders(headers: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers)) out[k] = isSensitiveHeader(k) ? REDACTED : v;

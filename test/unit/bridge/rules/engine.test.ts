@@ -8,7 +8,7 @@ import type { UnsMessage, Value, Quality } from '../../../../src/core/message.js
 const T0 = Date.UTC(2026, 0, 1, 8, 0, 0);
 const TOPIC = 'acme/plant1/utilities/line1/boiler/temperature';
 
-/** A fake clock and scheduler: time moves only when the test says so (rule 10). */
+/** A fake clock and scheduler: time moves only when the test says so. */
 class FakeTime implements Scheduler {
   t = T0;
   private seq = 0;

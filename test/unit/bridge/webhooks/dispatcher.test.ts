@@ -1,6 +1,6 @@
 /**
  * The dispatcher's in-memory half with a fake clock, fake timers, fixed randomness and a fake outbox
- * (rule 10): sensor.reading batching by size and linger, permissions and filters, rendering, ids,
+ *: sensor.reading batching by size and linger, permissions and filters, rendering, ids,
  * signatures and retry scheduling. No database, no sockets.
  */
 import { expect } from 'chai';
