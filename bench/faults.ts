@@ -632,7 +632,8 @@ function writeSpool(dir: string, segments: number, rate: number, topicsFile: str
       id: `bench-${k}`, topic, path: levels.path, encoding: route.encoding, route: route.name, points: decoded.points,
       source: record.source, receivedAt, store: route.store,
     };
-    spool.append([messageToItem(msg, record, redeliveryKey(record))]);
+    const key = redeliveryKey(record);
+    spool.append([messageToItem(msg, record, key === null ? null : String(key))]);
   }
   try { execFileSync('sync', ['-f', dir], { stdio: 'ignore', timeout: 120_000 }); } catch { /* best effort: the data is in the page cache either way */ }
   return { sent, bytes: spool.bytes };

@@ -62,7 +62,7 @@ export class Pipeline {
     this.stages = buildStages({ ...opts, onSparkplugWarning: () => { this.counts.sparkplugWarnings++; } });
     this.store = new StoreSink({
       writer: opts.writer, dupWindowMs: opts.dupWindowMs, resendLagMs: opts.resendLagMs, recentKeys: opts.recentKeys,
-      stateSnapshot: () => opts.sparkplug.snapshot(),
+      stateSnapshot: () => opts.sparkplug.snapshot(), onDurable: (msg) => this.fanOut(this.onDurable, msg),
     });
   }
 
@@ -98,7 +98,7 @@ export class Pipeline {
     }
     this.counts.accepted++;
     const msg = message(draft);
-    const fate = this.store.write(msg, draft.route as RouteSpec, draft.stateKey, record, answer, () => this.fanOut(this.onDurable, msg));
+    const fate = this.store.write(msg, draft.route as RouteSpec, draft.stateKey, record, answer);
     if (fate === 'written') this.fanOut(this.onAccepted, msg);
   };
 

@@ -26,6 +26,8 @@ export interface StoreSinkOptions {
   readonly recentKeys?: number | undefined;
   /** The JSON snapshot of a piece of server state (e.g. 'sparkplug'), stored with the message that changed it. */
   readonly stateSnapshot: (key: string) => unknown;
+  /** An accepted message is durable (stored or spooled; at once when there is nothing to store). */
+  readonly onDurable: (msg: UnsMessage) => void;
 }
 
 export interface StoreSinkStats {
@@ -61,12 +63,12 @@ export class StoreSink {
   readonly stats: StoreSinkStats = { storeRejected: 0, duplicatesDropped: 0, deadbandSkipped: 0, backpressureHolds: 0 };
   private readonly lastStored = new Map<string, number>();
   /** Redelivery keys of recent QoS > 0 messages (bounded). */
-  private readonly recent = new Map<string, RecentMessage>();
+  private readonly recent = new Map<number, RecentMessage>();
   /**
-   * The same keys in arrival order, as a ring: the oldest is evicted by position. (Evicting through
-   * Map.keys().next() costs a walk over every deleted slot at the table's front: quadratic under load.)
+   * The same keys in arrival order, as a ring (NaN: empty): the oldest is evicted by position. (Evicting
+   * through Map.keys().next() costs a walk over every deleted slot at the table's front: quadratic under load.)
    */
-  private readonly ring: Array<string | undefined>;
+  private readonly ring: Float64Array;
   private ringAt = 0;
   /** When recent connections closed (epoch ms), bounded. */
   private readonly closedAt = new Map<number, number>();
@@ -74,7 +76,7 @@ export class StoreSink {
   private stateRev = Date.now() * 1000;
 
   constructor(private readonly opts: StoreSinkOptions) {
-    this.ring = new Array<string | undefined>(opts.recentKeys ?? 100_000);
+    this.ring = new Float64Array(opts.recentKeys ?? 100_000).fill(Number.NaN);
   }
 
   /** The broker lost or closed a connection: its last messages are the ones whose PUBACK may be lost. */
@@ -84,29 +86,29 @@ export class StoreSink {
   }
 
   /**
-   * An accepted message. `durable` runs once it is stored (or at once when there is nothing to store); the
+   * An accepted message. onDurable runs once it is stored (or at once when there is nothing to store); the
    * answer tells the door whether it may acknowledge.
    */
-  write(msg: UnsMessage, route: RouteSpec, stateKey: string | undefined, record: InboundRecord, answer: Answer, durable: () => void): Fate {
-    if (!msg.store) { durable(); this.release(answer, {}); return 'written'; }
+  write(msg: UnsMessage, route: RouteSpec, stateKey: string | undefined, record: InboundRecord, answer: Answer): Fate {
+    if (!msg.store) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     const points = this.deadband(msg.points, route);
-    const src = redeliveryKey(record);
-    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, src);
+    const key = redeliveryKey(record);
+    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key));
     if (stateKey !== undefined) item = { ...item, state: this.stateRow(stateKey) };
-    if (item.samples.length === 0 && !item.retained && !item.state) { durable(); this.release(answer, {}); return 'written'; }
-    if (src !== null && record.source.connection !== undefined) return this.submitTracked(record, item, src, answer, durable);
-    this.submit(record, item, answer, {}, durable);
+    if (item.samples.length === 0 && !item.retained && !item.state) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
+    if (key !== null && record.source.connection !== undefined) return this.submitTracked(msg, record, item, key, answer);
+    this.submit(record, item, answer, {}, msg);
     return 'written';
   }
 
   /** A message the stages refused: kept in the rejections table with its payload, then answered. */
   reject(record: InboundRecord, rej: Rejection, answer: Answer): void {
-    this.submit(record, rejectionToItem(rej, record), answer, { rejection: rej }, noop);
+    this.submit(record, rejectionToItem(rej, record), answer, { rejection: rej }, null);
   }
 
   /** A zero-length retained publish deletes the retained message [MQTT-3.3.1-10]. */
   deleteRetained(record: InboundRecord, answer: Answer): void {
-    this.submit(record, retainedDeleteItem(record), answer, {}, noop);
+    this.submit(record, retainedDeleteItem(record), answer, {}, null);
   }
 
   private stateRow(key: string): StateRow {
@@ -126,16 +128,18 @@ export class StoreSink {
     return kept.length === points.length ? points : kept;
   }
 
-  private submit(record: InboundRecord, item: WriteItem, answer: Answer, planned: IngestOutcome, durable: () => void): void {
+  /** `msg`: the accepted message the item holds (told to onDurable), or null (a rejection, a retained delete). */
+  private submit(record: InboundRecord, item: WriteItem, answer: Answer, planned: IngestOutcome, msg: UnsMessage | null): void {
     if (record.source.qos > 0) {
       this.opts.writer.submit(item, (r) => {
         const out = this.outcome(record, r, planned);
         answer(out);
-        if (!r.error && !r.refused) durable();
+        if (msg !== null && !r.error && !r.refused) this.opts.onDurable(msg);
       });
       return;
     }
-    this.opts.writer.submit(item, (r) => { if (!r.error && !r.refused) durable(); });
+    if (msg === null) this.opts.writer.submit(item);
+    else this.opts.writer.submit(item, (r) => { if (!r.error && !r.refused) this.opts.onDurable(msg); });
     this.release(answer, planned);
   }
 
@@ -163,9 +167,9 @@ export class StoreSink {
    * key is a new message: on the same connection its packet id was freed by the PUBACK; a device that restarts
    * its packet ids may send the same first message after every boot.
    */
-  private submitTracked(record: InboundRecord, original: WriteItem, src: string, answer: Answer, durable: () => void): Fate {
+  private submitTracked(msg: UnsMessage, record: InboundRecord, original: WriteItem, key: number, answer: Answer): Fate {
     let item = original;
-    const prev = this.recent.get(src);
+    const prev = this.recent.get(key);
     const lag = this.opts.resendLagMs ?? RESEND_LAG_MS;
     const resent = prev !== undefined && record.receivedAt - prev.at <= this.opts.dupWindowMs && (record.source.dup ||
       (prev.connection !== record.source.connection && (this.closedAt.get(prev.connection as number) ?? record.receivedAt) - prev.at <= lag));
@@ -180,23 +184,23 @@ export class StoreSink {
     // Not remembered, but possibly a re-send (DUP, or early in a connection, after a restart of ours): the
     // store's insert skips it if its key is already stored near its time, and so does replay if it is spooled.
     else if (record.source.maybeResend) item = { ...item, resendCheck: true };
-    this.remember(src, record, item, answer, durable);
+    this.remember(msg, key, record, item, answer);
     return 'written';
   }
 
-  private remember(src: string, record: InboundRecord, item: WriteItem, answer: Answer, durable: () => void): void {
+  private remember(msg: UnsMessage, key: number, record: InboundRecord, item: WriteItem, answer: Answer): void {
     const entry: RecentMessage = { connection: record.source.connection, at: record.receivedAt, durable: false, waiters: null, slot: this.ringAt };
-    const evict = this.ring[this.ringAt];
+    const evict = this.ring[this.ringAt] as number;
     // The slot's key may have been remembered again since (a newer entry): only an entry this old goes.
-    if (evict !== undefined && this.recent.get(evict)?.slot === this.ringAt) this.recent.delete(evict);
-    this.ring[this.ringAt] = src;
+    if (!Number.isNaN(evict) && this.recent.get(evict)?.slot === this.ringAt) this.recent.delete(evict);
+    this.ring[this.ringAt] = key;
     this.ringAt = (this.ringAt + 1) % this.ring.length;
-    this.recent.set(src, entry);
+    this.recent.set(key, entry);
     this.opts.writer.submit(item, (r) => {
       const out = this.outcome(record, r, {});
       if (r.error) {
         // Not durable: the client sends again; that copy must not be taken for a duplicate.
-        if (this.recent.get(src) === entry) this.recent.delete(src);
+        if (this.recent.get(key) === entry) this.recent.delete(key);
       } else {
         entry.durable = true;
       }
@@ -204,9 +208,7 @@ export class StoreSink {
       const waiters = entry.waiters;
       entry.waiters = null;
       if (waiters) for (const w of waiters) w(r.error ? out : {});
-      if (!r.error && !r.refused) durable();
+      if (!r.error && !r.refused) this.opts.onDurable(msg);
     });
   }
 }
-
-function noop(): void {}

@@ -8,11 +8,11 @@ const REJECTED_PAYLOAD_KEEP = 64 * 1024;
 
 /**
  * Redelivery key: a resent QoS > 0 PUBLISH carries the same client, packet id, topic and payload
- * [MQTT-3.3.1-1]. A 53-bit hash (two 32-bit FNV-1a lanes) as a decimal int64 for PostgreSQL: it is only
+ * [MQTT-3.3.1-1]. A 53-bit hash (two 32-bit FNV-1a lanes): an exact JS number, an int8 in PostgreSQL. It is only
  * ever compared among rows of one topic near one time, so 53 bits leave collisions out of reach, and it
  * costs a fraction of a cryptographic digest on the hot path.
  */
-export function redeliveryKey(record: InboundRecord): string | null {
+export function redeliveryKey(record: InboundRecord): number | null {
   const s = record.source;
   if (s.qos === 0 || s.packetId === undefined) return null;
   let h1 = 0x811c9dc5;
@@ -35,7 +35,7 @@ export function redeliveryKey(record: InboundRecord): string | null {
   }
   h2 ^= h2 >>> 15;
   // 21 bits of h2 above 32 bits of h1: a non-negative integer below 2^53.
-  return ((h2 >>> 11) * 0x100000000 + (h1 >>> 0)).toString();
+  return (h2 >>> 11) * 0x100000000 + (h1 >>> 0);
 }
 
 function sample(p: Point, src: string | null): SampleRow {

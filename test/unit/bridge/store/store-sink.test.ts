@@ -42,11 +42,11 @@ describe('store sink', () => {
   let answers: IngestOutcome[];
   let durable: number;
   const write = (r: InboundRecord, route: RouteSpec = ROUTE): string =>
-    sink.write(message(r), route, undefined, r, (o) => answers.push(o), () => { durable++; });
+    sink.write(message(r), route, undefined, r, (o) => answers.push(o));
 
   beforeEach(() => {
     writer = new FakeWriter();
-    sink = new StoreSink({ writer: writer as unknown as StoreWriter, dupWindowMs: 600_000, resendLagMs: 1_000, stateSnapshot: () => null });
+    sink = new StoreSink({ writer: writer as unknown as StoreWriter, dupWindowMs: 600_000, resendLagMs: 1_000, stateSnapshot: () => null, onDurable: () => { durable++; } });
     answers = [];
     durable = 0;
   });
