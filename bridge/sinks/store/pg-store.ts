@@ -118,8 +118,8 @@ export class PgStore {
 
   /** One transaction for the whole batch: wholly durable or not at all. */
   async writeBatch(batch: WriteBatch, opts: WriteOptions = {}): Promise<WriteOutcome> {
-    const r = await this.transaction(batch, async (client, fresh) => {
-      await this.writeItems(client, batch.items, fresh, opts);
+    const r = await this.transaction(batch, async (client, fresh, items) => {
+      await this.writeItems(client, items, fresh, opts);
       return [];
     });
     return r.outcome;
@@ -131,10 +131,10 @@ export class PgStore {
    * replayed once its cause is fixed; the other items commit. Any other error aborts the whole batch.
    */
   async writeIsolated(batch: WriteBatch, opts: WriteOptions = {}): Promise<IsolatedWrite> {
-    return this.transaction(batch, async (client, fresh) => {
+    return this.transaction(batch, async (client, fresh, items) => {
       const refused: Refused = [];
-      for (let i = 0; i < batch.items.length; i++) {
-        const item = batch.items[i] as WriteItem;
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i] as WriteItem;
         const mine = new Map<string, number>();
         await client.query('SAVEPOINT item');
         try {
@@ -156,28 +156,37 @@ export class PgStore {
           await client.query('UPDATE rejections SET reason = $2 WHERE id = $1', [replayOf[r.index], describeDbError(r.error).slice(0, 2000)]);
         }
       } else if (refused.length > 0) {
-        await this.insertRejectionRows(client, refused.map(({ index, error }) => storeRejection(batch.items[index] as WriteItem, error)),
-          refused.map(({ index }) => JSON.stringify(batch.items[index])));
+        await this.insertRejectionRows(client, refused.map(({ index, error }) => storeRejection(items[index] as WriteItem, error)),
+          refused.map(({ index }) => JSON.stringify(items[index])));
       }
       return refused;
     });
   }
 
-  private async transaction(batch: WriteBatch, body: (client: pg.PoolClient, fresh: Map<string, number>) => Promise<Refused>): Promise<IsolatedWrite> {
+  private async transaction(batch: WriteBatch,
+    body: (client: pg.PoolClient, fresh: Map<string, number>, items: readonly WriteItem[]) => Promise<Refused>): Promise<IsolatedWrite> {
     const client = await this.pool.connect();
     const fresh = new Map<string, number>();
     let refused: Refused;
     try {
       await client.query('BEGIN');
-      if (batch.segment !== undefined) {
-        const r = await client.query('INSERT INTO spool_applied (segment) VALUES ($1) ON CONFLICT DO NOTHING', [batch.segment]);
-        if (r.rowCount === 0) {
+      let items = batch.items;
+      if (batch.segments !== undefined) {
+        // Segments applied before (a crash between commit and unlink) are skipped, with their items.
+        const r = await client.query<{ segment: string }>(
+          'INSERT INTO spool_applied (segment) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING segment', [batch.segments]);
+        if (r.rows.length === 0) {
           await client.query('ROLLBACK');
           client.release();
           return { outcome: 'already-applied', refused: [] };
         }
+        if (r.rows.length < batch.segments.length) {
+          const applied = new Set(r.rows.map((row) => row.segment));
+          const of = batch.itemSegments ?? [];
+          items = items.filter((_, i) => applied.has(batch.segments?.[of[i] ?? 0] as string));
+        }
       }
-      refused = await body(client, fresh);
+      refused = await body(client, fresh, items);
       await client.query('COMMIT');
     } catch (e) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -235,18 +244,29 @@ export class PgStore {
     const check = dedupeWindowMs === undefined ? null : new Array<boolean>(n);
     // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
     const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
+    // Keys met earlier in this statement (its NOT EXISTS below cannot see rows the statement itself inserts).
+    const seen = check === null ? null : new Map<string, number>();
     let k = 0;
     for (const item of items) {
       for (const s of item.samples) {
+        const ck = check !== null && s.src !== null && item.keyReused !== true && (!markedOnly || item.resendCheck === true);
+        if (seen !== null && s.src !== null) {
+          const key = `${s.topic}\u0000${s.src}`;
+          const t = seen.get(key);
+          if (ck && t !== undefined && Math.abs(t - s.time) <= (dedupeWindowMs as number)) continue; // a re-sent twin
+          seen.set(key, s.time);
+        }
         const id = ids(s.topic);
         time[k] = s.time; topic[k] = id; num[k] = s.num; text[k] = s.text; bool[k] = s.bool;
         json[k] = s.json; bytes[k] = s.bytes; quality[k] = s.quality; src[k] = s.src;
-        if (check !== null) check[k] = s.src !== null && item.keyReused !== true && (!markedOnly || item.resendCheck === true);
+        if (check !== null) check[k] = ck;
         k++;
         const prev = latest.get(id);
         if (!prev || prev.row.time <= s.time) latest.set(id, { row: s, receivedAt: item.receivedAt });
       }
     }
+    if (k === 0) return;
+    if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
     const params = [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)];
     // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
     // (ck: the sample has a key, and its message was not known to reuse a freed packet id).

@@ -76,8 +76,12 @@ export interface WriteItem {
 
 export interface WriteBatch {
   readonly items: readonly WriteItem[];
-  /** Spool segment name when the batch is a replay: applied at most once. */
-  readonly segment?: string | undefined;
+  /**
+   * A replay: the spool segments the items come from, each applied at most once (its marker row commits with
+   * its items), and for each item the index of its segment.
+   */
+  readonly segments?: readonly string[] | undefined;
+  readonly itemSegments?: readonly number[] | undefined;
 }
 
 export function rowCount(item: WriteItem): number {

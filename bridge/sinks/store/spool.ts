@@ -14,7 +14,12 @@ import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import type { WriteBatch, WriteItem } from './rows.js';
+import type { WriteItem } from './rows.js';
+
+export interface SpooledSegment {
+  readonly segment: string;
+  readonly items: readonly WriteItem[];
+}
 
 /** The file operations the spool uses; injected so tests can make a disk fail, fill up or write short. */
 export interface SpoolFs {
@@ -128,7 +133,7 @@ export class Spool {
   }
 
   /** Reads a segment back whole, or throws SpoolCorruptError. */
-  read(name: string): WriteBatch {
+  read(name: string): SpooledSegment {
     const buf = this.fs.readFileSync(join(this.dir, name));
     let body: Buffer;
     if (name.endsWith(LEGACY_SUFFIX)) {

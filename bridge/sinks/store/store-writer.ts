@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../../../src/core/log.js';
 import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/db-errors.js';
 import type { PgStore, WriteOptions } from './pg-store.js';
-import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure } from './spool.js';
+import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure, type SpooledSegment } from './spool.js';
 import { rowCount, type WriteBatch, type WriteItem } from './rows.js';
 
 export type WriterState = 'healthy' | 'degraded';
@@ -111,6 +111,8 @@ export interface StoreWriterEvents {
 
 const REPLAY_LOG_MS = 5_000;
 const SPOOL_BATCH_DELAY_MS = 50;
+/** Segments applied in one replay transaction at most (and at most batchMaxItems items). */
+const REPLAY_GROUP_SEGMENTS = 256;
 const NOT_DURABLE = new Error('the write could not be made durable: database and spool unavailable');
 
 export class StoreWriter extends EventEmitter<StoreWriterEvents> {
@@ -127,7 +129,6 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
   private idleWaiters: Array<() => void> = [];
   private readonly timers: Timers;
   private readonly log: Logger;
-  private readonly replayOpts: WriteOptions;
   private readonly ownReplayOpts: WriteOptions;
   readonly stats: WriterStats = {
     state: 'healthy', outage: null, holding: null, queued: 0, inFlight: 0, committedItems: 0, committedRows: 0, spooledItems: 0,
@@ -139,7 +140,6 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     super();
     this.timers = opts.timers ?? realTimers;
     this.log = opts.log;
-    this.replayOpts = { dedupeWindowMs: opts.dupWindowMs };
     this.ownReplayOpts = { dedupeWindowMs: opts.dupWindowMs, dedupeMarkedOnly: true };
     this.syncSpoolStats();
   }
@@ -393,9 +393,9 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
   }
 
   /**
-   * Applies the spool oldest first, one transaction per segment with its marker (at most once). Poison rows
-   * are set aside as rejections like on the live path; a segment that does not read back whole is moved to
-   * corrupt/. The folder is listed once per pass, so replay time grows linearly with the spool.
+   * Applies the spool oldest first, several segments per transaction (each with its marker: at most once).
+   * Poison rows are set aside as rejections like on the live path; a segment that does not read back whole
+   * is moved to corrupt/. The folder is listed once per pass, so replay time grows linearly with the spool.
    */
   private async replay(): Promise<void> {
     if (this.replaying) return;
@@ -408,11 +408,22 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
         this.stats.replay = progress;
         this.log.info({ segments: names.length, bytes: this.spool.bytes }, 'replaying the spool');
         let lastLog = progress.startedAt;
-        for (const name of names) {
+        let at = 0;
+        while (at < names.length) {
           if (this.stats.state !== 'healthy' || this.closing) return;
-          if (!(await this.replayOne(name))) return;
-          progress.done++;
-          this.stats.replayedSegments++;
+          const group: SpooledSegment[] = [];
+          let items = 0;
+          for (; at < names.length && group.length < REPLAY_GROUP_SEGMENTS && items < this.opts.batchMaxItems; at++) {
+            const name = names[at] as string;
+            const seg = this.readSegment(name);
+            if (seg === 'corrupt') { progress.done++; continue; }
+            if (seg === null) { this.scheduleReplayRetry(); return; }
+            group.push(seg);
+            items += seg.items.length;
+          }
+          if (group.length > 0 && !(await this.replayGroup(group))) return;
+          progress.done += group.length;
+          this.stats.replayedSegments += group.length;
           this.syncSpoolStats();
           if (this.timers.now() - lastLog >= REPLAY_LOG_MS) {
             lastLog = this.timers.now();
@@ -427,42 +438,53 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     }
   }
 
-  /** Applies one segment; false when the database went away (replay stops, the segment stays). */
-  private async replayOne(name: string): Promise<boolean> {
-    let batch: WriteBatch;
+  /** A segment read back whole; 'corrupt' (moved aside), or null when the disk cannot be read now. */
+  private readSegment(name: string): SpooledSegment | 'corrupt' | null {
     try {
-      batch = this.spool.read(name);
+      return this.spool.read(name);
     } catch (e) {
       if (e instanceof SpoolCorruptError) {
         this.stats.corruptSegments++;
         this.log.error({ segment: name, err: e.message }, 'spool segment does not read back whole: moved to corrupt/');
         this.spool.quarantine(name);
-        return true;
+        return 'corrupt';
       }
       this.log.error({ segment: name, err: (e as Error).message }, 'spool segment could not be read; replay paused');
-      this.scheduleReplayRetry();
-      return false;
+      return null;
     }
-    // A segment of an earlier run may hold the original of a re-send stored since; in this run's segments only
-    // the items marked as unresolved re-sends can have a twin (the others met their originals in the
-    // pipeline). Checking no more than that keeps replay linear on a busy topic.
-    const opts = name.includes(this.spool.instance) ? this.ownReplayOpts : this.replayOpts;
+  }
+
+  /** Applies segments in one transaction; false when the database went away (replay stops, the files stay). */
+  private async replayGroup(group: readonly SpooledSegment[]): Promise<boolean> {
+    const items: WriteItem[] = [];
+    const itemSegments: number[] = [];
+    group.forEach((seg, i) => {
+      // A segment of an earlier run may hold the original of a re-send stored since: all its items get the
+      // twin check. In this run's segments only items marked as unresolved re-sends can have a twin (the
+      // others met their originals in the pipeline): checking no more keeps replay linear on a busy topic.
+      const foreign = !seg.segment.includes(this.spool.instance);
+      for (const item of seg.items) {
+        items.push(foreign && item.keyReused !== true && item.resendCheck !== true ? { ...item, resendCheck: true } : item);
+        itemSegments.push(i);
+      }
+    });
+    const batch: WriteBatch = { items, segments: group.map((g) => g.segment), itemSegments };
     try {
-      await this.commit(batch, opts);
+      await this.commit(batch, this.ownReplayOpts);
     } catch (e) {
       if (!isRowError(e)) { this.outage(e); return false; }
       try {
-        const r = await this.store.writeIsolated(batch, opts);
+        const r = await this.store.writeIsolated(batch, this.ownReplayOpts);
         this.stats.storeRejected += r.refused.length;
         for (const x of r.refused) {
-          this.log.warn({ segment: name, topic: storeTopic(batch.items[x.index]), err: describeDbError(x.error) }, 'database refused a spooled row: kept as a rejection');
+          this.log.warn({ err: describeDbError(x.error) }, 'database refused a spooled row: kept as a rejection');
         }
       } catch (e2) {
         this.outage(e2);
         return false;
       }
     }
-    this.spool.remove(name);
+    for (const seg of group) this.spool.remove(seg.segment);
     return true;
   }
 

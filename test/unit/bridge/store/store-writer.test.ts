@@ -32,11 +32,13 @@ class FakeStore implements WriterStore {
     if (this.failWith) throw this.failWith;
   }
 
-  private marker(batch: WriteBatch): boolean {
-    if (batch.segment === undefined) return true;
-    if (this.applied.has(batch.segment)) return false;
-    this.applied.add(batch.segment);
-    return true;
+  /** The items of segments not applied before (all items when the batch is not a replay); marks them applied. */
+  private fresh(batch: WriteBatch): readonly WriteItem[] {
+    const segs = batch.segments;
+    if (segs === undefined) return batch.items;
+    const isNew = segs.map((s) => !this.applied.has(s));
+    for (const s of segs) this.applied.add(s);
+    return batch.items.filter((_, i) => isNew[batch.itemSegments?.[i] ?? 0]);
   }
 
   async writeBatch(batch: WriteBatch): Promise<WriteOutcome> {
@@ -44,8 +46,9 @@ class FakeStore implements WriterStore {
     await Promise.resolve();
     this.check();
     if (batch.items.some((i) => i.samples[0]?.json === POISON)) throw sqlError('22P05');
-    if (!this.marker(batch)) return 'already-applied';
-    for (const i of batch.items) this.rows.push(i.samples[0]?.num as number);
+    const items = this.fresh(batch);
+    if (items.length === 0 && batch.segments !== undefined) return 'already-applied';
+    for (const i of items) this.rows.push(i.samples[0]?.num as number);
     return 'committed';
   }
 
@@ -53,9 +56,10 @@ class FakeStore implements WriterStore {
     this.writes++;
     await Promise.resolve();
     this.check();
-    if (!this.marker(batch)) return { outcome: 'already-applied', refused: [] };
+    const items = this.fresh(batch);
+    if (items.length === 0 && batch.segments !== undefined) return { outcome: 'already-applied', refused: [] };
     const refused: Array<{ index: number; error: Error }> = [];
-    batch.items.forEach((i, index) => {
+    items.forEach((i, index) => {
       if (i.samples[0]?.json === POISON) { refused.push({ index, error: sqlError('22P05') }); this.rejected.push(i.receivedAt); }
       else this.rows.push(i.samples[0]?.num as number);
     });
@@ -246,6 +250,25 @@ describe('store writer', () => {
     await timers.advance(100);
     expect(store.rows).to.deep.equal([]);
     expect(spool.segments).to.equal(0);
+  });
+
+  it('replays several segments in one transaction, skipping those applied before', async () => {
+    make();
+    store.failWith = sqlError('08006');
+    for (let i = 1; i <= 4; i++) {
+      submit(i);
+      await timers.advance(50); // while spooling a partial batch waits up to 50 ms: one segment each
+    }
+    expect(spool.segments).to.equal(4);
+    const names = spool.list();
+    store.applied.add(names[1] as string);
+    store.failWith = null;
+    const before = store.writes;
+    await timers.advance(100);
+    expect(store.rows).to.deep.equal([1, 3, 4]);
+    expect(store.writes - before).to.equal(1);
+    expect(spool.segments).to.equal(0);
+    expect(writer.stats.replayedSegments).to.equal(4);
   });
 
   it('moves a segment that does not read back whole aside and replays the rest', async () => {
