@@ -14,8 +14,10 @@ import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { Logger } from '../src/core/log.js';
 import type { ErrorCode } from '../src/core/errors.js';
 import type { InboundRecord } from '../src/core/message.js';
-import { REJECTED_PREFIX, type IngestFn } from '../src/core/ingest.js';
-import { validateTopicName, validateTopicFilter } from '../src/core/topic-filter.js';
+import { REJECTED_PREFIX, deadLetter, type IngestFn } from '../src/core/ingest.js';
+import { checkWrite } from '../src/core/write-access.js';
+import type { TopicLimits } from '../src/core/topic-filter.js';
+import { validateTopicFilter } from '../src/core/topic-filter.js';
 import { guardFrames } from './frame-guard.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
 
@@ -96,6 +98,7 @@ export class UnsBroker {
   };
   private tcp: TcpServer | null = null;
   private connections = 0;
+  private readonly topicLimits: TopicLimits;
   private readonly closingSlow = new Set<string>();
   private readonly wss: WebSocketServer;
   private readonly log: Logger;
@@ -103,6 +106,7 @@ export class UnsBroker {
   private constructor(private readonly opts: BrokerOptions, aedes: Aedes) {
     this.aedes = aedes;
     this.log = opts.log;
+    this.topicLimits = { maxBytes: opts.limits.maxTopicBytes, maxLevels: opts.limits.maxTopicLevels };
     // The WebSocket frame limit is a second guard; the frame guard checks MQTT packets inside the stream.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
     aedes.on('clientDisconnect', (client: Client) => {
@@ -188,11 +192,8 @@ export class UnsBroker {
     if (client === null) { cb(null); return; } // the broker's own publishes ($SYS)
     const principal = client.uns;
     if (!principal) { this.deny(client, 'UNS_ERR_NOT_AUTHORIZED', topic, 'not authenticated', cb); return; }
-    // '$' topics are the server's ($SYS/, $uns/ ...); clients may not publish into them [MQTT-4.7.2-1].
-    if (topic.charCodeAt(0) === 36) { this.deny(client, 'UNS_ERR_TOPIC_RESERVED', topic, 'reserved namespace', cb); return; }
-    const bad = validateTopicName(topic, { maxBytes: this.opts.limits.maxTopicBytes, maxLevels: this.opts.limits.maxTopicLevels });
-    if (bad !== null) { this.deny(client, 'UNS_ERR_TOPIC_INVALID', topic, bad, cb); return; }
-    if (!principal.perms.canWrite(topic)) { this.deny(client, 'UNS_ERR_NOT_AUTHORIZED', topic, `role may not write ${topic}`, cb); return; }
+    const refused = checkWrite(topic, principal.perms, this.topicLimits, principal.username || 'this client');
+    if (refused !== null) { this.deny(client, refused.code, topic, refused.reason, cb); return; }
 
     const record: InboundRecord = {
       topic,
@@ -212,13 +213,9 @@ export class UnsBroker {
       if (rej) {
         // Acknowledged (it was received and recorded) but not delivered as data: it goes to the dead-letter topic.
         this.stats.publishesRejected++;
-        const original = Buffer.from(record.payload);
+        packet.payload = deadLetter(rej, record);
         packet.topic = REJECTED_PREFIX + topic;
         packet.retain = false;
-        packet.payload = Buffer.from(JSON.stringify({
-          code: rej.code, reason: rej.reason, topic, clientId: client.id, receivedAt: new Date(record.receivedAt).toISOString(),
-          payloadBase64: original.subarray(0, 1024).toString('base64'), payloadBytes: original.length,
-        }));
       }
       cb(null);
     });

@@ -18,7 +18,7 @@ import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStrea
 import { ApiTokenStore } from '../bridge/sinks/store/api-tokens.js';
 import { ReadQueries } from '../bridge/sinks/store/queries.js';
 import { LiveHub } from '../bridge/sinks/live/hub.js';
-import { REJECTED_PREFIX, type IngestOutcome } from './core/ingest.js';
+import { REJECTED_PREFIX, deadLetter, type IngestOutcome } from './core/ingest.js';
 import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
 import { EventBus } from './core/events.js';
@@ -246,10 +246,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     pipeline.ingest(record, (out) => {
       if (out.error) { resolve(out); return; }
       const deliver = out.rejection
-        ? broker.publishFromServer(REJECTED_PREFIX + topic, Buffer.from(JSON.stringify({
-          code: out.rejection.code, reason: out.rejection.reason, topic, clientId: record.source.clientId,
-          receivedAt: new Date(record.receivedAt).toISOString(), payloadBase64: payload.subarray(0, 1024).toString('base64'), payloadBytes: payload.length,
-        })), false)
+        ? broker.publishFromServer(REJECTED_PREFIX + topic, deadLetter(out.rejection, record), false)
         : broker.publishFromServer(topic, payload, opts.retain);
       deliver.then(() => resolve(out), () => resolve(out));
     });

@@ -16,3 +16,15 @@ export type IngestFn = (record: InboundRecord, done: (outcome: IngestOutcome) =>
 
 /** Topic prefix of the dead-letter path. Clients may subscribe to it (with permission), never publish. */
 export const REJECTED_PREFIX = '$uns/rejected/';
+
+/**
+ * The dead-letter message published on REJECTED_PREFIX + topic for a refused publish, whatever door it came
+ * through: the code and reason, who sent it, when, and the first KiB of its payload.
+ */
+export function deadLetter(rej: Rejection, record: InboundRecord): Buffer {
+  const payload = Buffer.from(record.payload.buffer, record.payload.byteOffset, record.payload.byteLength);
+  return Buffer.from(JSON.stringify({
+    code: rej.code, reason: rej.reason, topic: record.topic, clientId: record.source.clientId,
+    receivedAt: new Date(record.receivedAt).toISOString(), payloadBase64: payload.subarray(0, 1024).toString('base64'), payloadBytes: payload.length,
+  }));
+}

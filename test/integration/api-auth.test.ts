@@ -153,11 +153,17 @@ describe('api - auth, tokens, publish, metrics', function () {
       const analyst = sign({ sub: 'ana', roles: ['analyst'] }, { expiresIn: 600 });
       const r = await call('POST', `/api/v1/publish?topic=${encodeURIComponent(topic)}`, { token: analyst, body: { value: 1 } });
       expect(r.status).to.equal(403);
-      expect(code(r.body)).to.equal('UNS_ERR_FORBIDDEN');
+      // The same code as an MQTT publish outside the role's permissions.
+      expect(code(r.body)).to.equal('UNS_ERR_NOT_AUTHORIZED');
     });
 
-    it('refuses $ topics and a missing topic', async () => {
-      expect((await call('POST', '/api/v1/publish?topic=%24SYS%2Fx', { token: adminToken, body: { value: 1 } })).status).to.equal(403);
+    it('refuses $ topics, malformed topics and a missing topic, with the codes MQTT uses', async () => {
+      const reserved = await call('POST', '/api/v1/publish?topic=%24SYS%2Fx', { token: adminToken, body: { value: 1 } });
+      expect(reserved.status).to.equal(403);
+      expect(code(reserved.body)).to.equal('UNS_ERR_TOPIC_RESERVED');
+      const wild = await call('POST', `/api/v1/publish?topic=${encodeURIComponent('acme/+/x')}`, { token: adminToken, body: { value: 1 } });
+      expect(wild.status).to.equal(400);
+      expect(code(wild.body)).to.equal('UNS_ERR_TOPIC_INVALID');
       expect(code((await call('POST', '/api/v1/publish', { token: adminToken, body: { value: 1 } })).body)).to.equal('UNS_ERR_BAD_REQUEST');
     });
   });

@@ -6,7 +6,7 @@
 import { Router, raw } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
-import { validateTopicName } from '../../core/topic-filter.js';
+import { checkWrite } from '../../core/write-access.js';
 import { sendJson } from '../json.js';
 import type { ApiDeps } from '../deps.js';
 
@@ -17,10 +17,9 @@ export function publishRouter(deps: ApiDeps): Router {
       const p = principalOf(req);
       const q = req.query as unknown as { topic: string; retain?: boolean };
       const topic = q.topic;
-      if (topic.startsWith('$')) { next(new ApiError('UNS_ERR_FORBIDDEN', 'clients may not publish into $ topics')); return; }
-      const bad = validateTopicName(topic, deps.limits.topic);
-      if (bad !== null) { next(new ApiError('UNS_ERR_BAD_REQUEST', `topic: ${bad}`)); return; }
-      if (!p.perms.canWrite(topic)) { next(new ApiError('UNS_ERR_FORBIDDEN', `your roles may not write ${topic}`)); return; }
+      // The same check, and the same codes, as an MQTT publish.
+      const refused = checkWrite(topic, p.perms, deps.limits.topic, `user ${p.username}`);
+      if (refused !== null) { next(new ApiError(refused.code, refused.reason)); return; }
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       deps.publish(topic, body, p, { retain: q.retain === true }).then((out) => {
         if (out.error) throw new ApiError('UNS_ERR_UNAVAILABLE', 'not durable: retry', { 'Retry-After': '1' });
