@@ -5,7 +5,7 @@
  * digest of the password, so reconnect storms do not queue hundreds of scrypt runs.
  */
 import { createHash } from 'node:crypto';
-import jwt, { type Algorithm } from 'jsonwebtoken';
+import type { JwtVerifier } from '../src/core/jwt.js';
 import { verifyPassword } from '../src/core/passwords.js';
 import type { AccessControl, Permissions } from '../src/core/acl.js';
 
@@ -26,18 +26,12 @@ export interface AuthFailure {
   readonly failure: string;
 }
 
-export interface JwtOptions {
-  readonly secret: string | null;
-  readonly publicKey: string | null;
-  readonly algorithms: readonly string[];
-  readonly clockToleranceS: number;
-}
-
 export interface AuthenticatorOptions {
   /** Looked up on every attempt, so users added at run time count at once. */
   readonly users: () => ReadonlyMap<string, UserRecord>;
   readonly anonymousRole: string | null;
-  readonly jwt: JwtOptions;
+  /** The server's one JWT verifier (src/core/jwt.ts), shared with the HTTP API. */
+  readonly verifyJwt: JwtVerifier;
   readonly acl: AccessControl;
   readonly now?: () => number;
 }
@@ -79,29 +73,10 @@ export class Authenticator {
   }
 
   private fromJwt(username: string | undefined, token: string): Principal | AuthFailure {
-    const { secret, publicKey, algorithms, clockToleranceS } = this.opts.jwt;
-    const key = publicKey ?? secret;
-    if (key === null) return { failure: 'token authentication is not configured' };
-    let claims: jwt.JwtPayload;
-    try {
-      const decoded = jwt.verify(token, key, {
-        algorithms: algorithms as Algorithm[],
-        clockTolerance: clockToleranceS,
-        clockTimestamp: Math.floor(this.now() / 1000),
-      });
-      if (typeof decoded === 'string') return { failure: 'token payload is not an object' };
-      claims = decoded;
-    } catch (e) {
-      return { failure: `token refused: ${(e as Error).message}` };
-    }
-    if (typeof claims.exp !== 'number') return { failure: 'token has no exp' };
-    const sub = typeof claims.sub === 'string' ? claims.sub : '';
-    if (!sub) return { failure: 'token has no sub' };
-    if (username && username !== sub) return { failure: 'username does not match the token subject' };
-    const roles = Array.isArray(claims['roles']) ? (claims['roles'] as unknown[]).filter((r): r is string => typeof r === 'string') : [];
-    const known = roles.filter((r) => this.opts.acl.hasRole(r));
-    if (known.length === 0) return { failure: 'token grants no known role' };
-    return { username: sub, roles: known, via: 'jwt', perms: this.opts.acl.forRoles(known) };
+    const v = this.opts.verifyJwt(token);
+    if ('failure' in v) return v;
+    if (username && username !== v.sub) return { failure: 'username does not match the token subject' };
+    return { username: v.sub, roles: v.roles, via: 'jwt', perms: this.opts.acl.forRoles(v.roles) };
   }
 }
 

@@ -21,6 +21,7 @@ import { LiveHub } from '../bridge/sinks/live/hub.js';
 import { REJECTED_PREFIX, deadLetter, type IngestOutcome } from './core/ingest.js';
 import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
+import { createJwtVerifier } from './core/jwt.js';
 import { EventBus } from './core/events.js';
 import { eventId } from './core/events.js';
 import { WebhookService, sensorReadingSink } from '../bridge/sinks/webhooks/index.js';
@@ -118,10 +119,13 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const acl = new AccessControl(namespace.roles);
   // MQTT passwords-as-JWT and the API share one key: tokens from /api/v1/auth/login work on MQTT too.
   const secret = config.auth.jwtSecret ?? jwtSecret(config.dataDir);
-  const auth = new Authenticator({
-    users: () => users, anonymousRole: namespace.anonymousRole, acl,
-    jwt: { secret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS },
+  // One JWT verifier for MQTT and HTTP: tokens from /api/v1/auth/login work on MQTT too, also with an
+  // identity provider's public key configured.
+  const verifyJwt = createJwtVerifier({
+    secret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS,
+    knownRole: (r) => acl.hasRole(r),
   });
+  const auth = new Authenticator({ users: () => users, anonymousRole: namespace.anonymousRole, acl, verifyJwt });
   const broker = await UnsBroker.create({
     limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
     connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
@@ -225,7 +229,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const tokens = new ApiTokenStore(store.pool);
   const openapi = loadOpenApi();
   const apiAuth = new ApiAuth({
-    acl, tokens, secret, algorithm: 'HS256', ttlS: 3600, clockToleranceS: config.auth.jwtClockToleranceS,
+    acl, tokens, secret, algorithm: 'HS256', ttlS: 3600, verifyJwt,
     checkPassword: async (username, password) => {
       // Login takes passwords only: a JWT here would let a token renew itself forever.
       if (password.startsWith('eyJ')) return { failure: 'password required' };

@@ -5,6 +5,7 @@
  * checked with pinned algorithms, `exp` is required, and the same role permissions as MQTT apply.
  */
 import jwt, { type Algorithm } from 'jsonwebtoken';
+import type { JwtVerifier } from '../core/jwt.js';
 import type { Request, Response, NextFunction, RequestHandler } from 'express';
 import type { AccessControl, Permissions } from '../core/acl.js';
 import { ApiError } from './errors.js';
@@ -35,7 +36,8 @@ export interface ApiAuthOptions {
   readonly secret: string;
   readonly algorithm: Algorithm;
   readonly ttlS: number;
-  readonly clockToleranceS: number;
+  /** The server's one JWT verifier (src/core/jwt.ts), shared with MQTT. */
+  readonly verifyJwt: JwtVerifier;
   readonly now?: () => number;
 }
 
@@ -65,21 +67,9 @@ export class ApiAuth {
       const roles = t.roles.filter((x) => this.opts.acl.hasRole(x));
       return { username: t.username, roles, perms: this.opts.acl.forRoles(roles), via: 'api-token', expiresAt: t.expiresAt, tokenId: t.id };
     }
-    let claims: jwt.JwtPayload;
-    try {
-      const decoded = jwt.verify(bearer, this.opts.secret, {
-        algorithms: [this.opts.algorithm], clockTolerance: this.opts.clockToleranceS, clockTimestamp: Math.floor(this.now() / 1000),
-      });
-      if (typeof decoded === 'string') return { failure: 'token payload is not an object' };
-      claims = decoded;
-    } catch (e) {
-      const name = (e as Error).name;
-      return { failure: name === 'TokenExpiredError' ? 'token expired' : name === 'NotBeforeError' ? 'token not yet valid' : `token refused: ${(e as Error).message}` };
-    }
-    if (typeof claims.exp !== 'number') return { failure: 'token has no exp' };
-    if (typeof claims.sub !== 'string' || claims.sub === '') return { failure: 'token has no sub' };
-    const roles = Array.isArray(claims['roles']) ? (claims['roles'] as unknown[]).filter((x): x is string => typeof x === 'string' && this.opts.acl.hasRole(x)) : [];
-    return { username: claims.sub, roles, perms: this.opts.acl.forRoles(roles), via: 'jwt', expiresAt: claims.exp * 1000 };
+    const v = this.opts.verifyJwt(bearer);
+    if ('failure' in v) return v;
+    return { username: v.sub, roles: v.roles, perms: this.opts.acl.forRoles(v.roles), via: 'jwt', expiresAt: v.expiresAt };
   }
 }
 
