@@ -40,6 +40,13 @@ module.exports = {
       to: { path: ['^(dist/)?broker/', '^(dist/)?src/main\\.[cm]?[jt]s$'] },
     },
     {
+      name: 'src-uses-the-public-surfaces',
+      comment: 'src/ (the API and the composition root) reaches bridge/ and broker/ only through their index files.',
+      severity: 'error',
+      from: { path: '^(dist/)?src/' },
+      to: { path: '^(dist/)?(bridge|broker)/', pathNot: '^(dist/)?(bridge|broker)/index\\.[cm]?[jt]s$' },
+    },
+    {
       name: 'no-circular',
       comment: 'No import cycles (there are none today).',
       severity: 'error',

@@ -12,3 +12,14 @@ export { startPostgres, embeddedBinDir, type PostgresProcess, type PostgresProce
 export { SupervisedPostgres, type SupervisedPostgresOptions, type EmbeddedDbState } from './sinks/store/postgres-supervisor.js';
 export { MIGRATIONS } from './sinks/store/migrations.js';
 export { replayStoreRejections, type ReplayReport, type ReplayOptions } from './sinks/store/rejection-replay.js';
+export { ReadQueries, AGGREGATES, isoFromMicros, type Aggregate, type BucketName, type RawCursor, type TopicInfo, type ExportRow } from './sinks/store/queries.js';
+export { ApiTokenStore, type ApiTokenInfo } from './sinks/store/api-tokens.js';
+export { LiveHub } from './sinks/live/hub.js';
+export {
+  WebhookService, sensorReadingSink, EVENT_CATALOG, ENVELOPE_SCHEMA, catalogEntry, redactHeaders, isValidSecret,
+  verifyStandard, verifySimple, verifyHexHmac, inAllowlist,
+  type WebhookRecord, type WebhookSummary, type WebhookInput, type DeliveryView, type AttemptView, type DeliveryFilterStatus, type Outcome,
+  type VerifyResult,
+} from './sinks/webhooks/index.js';
+export { RuleService, PgRuleStore, type Rule, type RuleInput } from './rules/index.js';
+export { buildIngestSources, IngestDedupStore, type IngestSource } from './ingest/index.js';

@@ -15,18 +15,18 @@ import { UnsError } from './core/errors.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, type ReadinessReport, type ApiDeps } from './api/index.js';
-import { ApiTokenStore } from '../bridge/sinks/store/api-tokens.js';
-import { ReadQueries } from '../bridge/sinks/store/queries.js';
-import { LiveHub } from '../bridge/sinks/live/hub.js';
+import { ApiTokenStore } from '../bridge/index.js';
+import { ReadQueries } from '../bridge/index.js';
+import { LiveHub } from '../bridge/index.js';
 import { REJECTED_PREFIX, deadLetter, type IngestOutcome } from './core/ingest.js';
 import type { InboundRecord } from './core/message.js';
 import { jwtSecret } from './core/secrets.js';
 import { createJwtVerifier } from './core/jwt.js';
 import { EventBus } from './core/events.js';
 import { eventId } from './core/events.js';
-import { WebhookService, sensorReadingSink } from '../bridge/sinks/webhooks/index.js';
-import { RuleService, PgRuleStore } from '../bridge/rules/index.js';
-import { buildIngestSources, IngestDedupStore } from '../bridge/ingest/index.js';
+import { WebhookService, sensorReadingSink } from '../bridge/index.js';
+import { RuleService, PgRuleStore } from '../bridge/index.js';
+import { buildIngestSources, IngestDedupStore } from '../bridge/index.js';
 
 export interface RunningServer {
   readonly config: Config;

@@ -4,14 +4,14 @@ import type { Namespace } from '../core/topics.js';
 import type { IngestOutcome } from '../core/ingest.js';
 import type { ApiAuth, ApiPrincipal } from './auth.js';
 import type { RequestValidator } from './openapi.js';
-import type { ApiTokenStore } from '../../bridge/sinks/store/api-tokens.js';
-import type { ReadQueries } from '../../bridge/sinks/store/queries.js';
-import type { LiveHub } from '../../bridge/sinks/live/hub.js';
+import type { ApiTokenStore } from '../../bridge/index.js';
+import type { ReadQueries } from '../../bridge/index.js';
+import type { LiveHub } from '../../bridge/index.js';
 import type { Metrics } from './metrics.js';
 import type { EventBus } from '../core/events.js';
-import type { WebhookService } from '../../bridge/sinks/webhooks/index.js';
-import type { RuleService } from '../../bridge/rules/index.js';
-import type { IngestDedupStore, IngestSource } from '../../bridge/ingest/index.js';
+import type { WebhookService } from '../../bridge/index.js';
+import type { RuleService } from '../../bridge/index.js';
+import type { IngestDedupStore, IngestSource } from '../../bridge/index.js';
 
 export interface ReadinessReport {
   readonly ready: boolean;

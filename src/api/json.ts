@@ -1,6 +1,6 @@
 /** JSON responses that keep integers beyond 2^53 exact (express's res.json would throw on bigint). */
 import type { Response } from 'express';
-import { stringifyJson } from '../../bridge/decode/json-exact.js';
+import { stringifyJson } from '../../bridge/index.js';
 import type { JsonValue } from '../core/message.js';
 
 export function toJson(body: unknown): string {

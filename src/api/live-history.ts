@@ -4,7 +4,7 @@
  * history per topic, each limited by the caller's canRead). Bounded in topics and in points; `truncated`
  * says when the window held more than was sent.
  */
-import type { ReadQueries } from '../../bridge/sinks/store/queries.js';
+import type { ReadQueries } from '../../bridge/index.js';
 
 export interface HistoryPoint {
   readonly topic: string;

@@ -8,8 +8,8 @@ export { normalizeSpec, redactHeaders, isSensitiveHeader, REDACTED, DEFAULTS as 
 export { EVENT_CATALOG, ENVELOPE_SCHEMA, catalogEntry, isEventType, type CatalogEntry } from './event-catalog.js';
 export { compileTemplate, type CompiledTemplate } from './template.js';
 export { compileMatcher, normalizeConditions, OPERATORS, type Condition, type Operator } from './matcher.js';
-export { signStandard, signSimple, verifyStandard, verifySimple, generateSecret, secretKey, isValidSecret } from './signing.js';
+export { signStandard, signSimple, verifyStandard, verifySimple, verifyHexHmac, generateSecret, secretKey, isValidSecret, type VerifyResult } from './signing.js';
 export { deliver, checkUrl, checkDestination, type DeliveryResult, type DeliveryRequest } from './http-client.js';
-export { parseAllowlist, type Allowlist } from './ssrf.js';
+export { parseAllowlist, inAllowlist, type Allowlist } from './ssrf.js';
 export { DEFAULT_RETRY_POLICY, DEFAULT_SCHEDULE_S, classify, nextAttempt, transition } from './retry-policy.js';
 export { sensorReadingSink } from './reading-sink.js';

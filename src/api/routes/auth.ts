@@ -3,7 +3,7 @@ import { Router, type Request } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth, isAdmin } from '../auth.js';
 import type { ApiDeps } from '../deps.js';
-import type { ApiTokenInfo } from '../../../bridge/sinks/store/api-tokens.js';
+import type { ApiTokenInfo } from '../../../bridge/index.js';
 
 /** Failed logins per (address, username) before 429: a fixed window, kept in memory. */
 const WINDOW_MS = 60_000;

@@ -10,7 +10,7 @@ import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
 import { sendJson } from '../json.js';
 import { validateTopicFilter, validateTopicName } from '../../core/topic-filter.js';
-import { AGGREGATES, type Aggregate, type BucketName, type RawCursor } from '../../../bridge/sinks/store/queries.js';
+import { AGGREGATES, type Aggregate, type BucketName, type RawCursor } from '../../../bridge/index.js';
 import type { ApiDeps } from '../deps.js';
 import { isTransientDbError } from '../../core/db-errors.js';
 

@@ -8,7 +8,7 @@
 import { Router, type Request, type Response } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
-import { isoFromMicros, type ExportRow } from '../../../bridge/sinks/store/queries.js';
+import { isoFromMicros, type ExportRow } from '../../../bridge/index.js';
 import type { ApiDeps } from '../deps.js';
 import { checkFilter, readError, timeRange } from './datapoints.js';
 

@@ -24,10 +24,10 @@ import { checkWrite } from '../../core/write-access.js';
 import { applyMappings, selectAll } from '../../core/ingest-mapping.js';
 import type { ErrorCode } from '../../core/errors.js';
 import type { JsonValue } from '../../core/message.js';
-import { parseJsonExact, stringifyJson } from '../../../bridge/decode/json-exact.js';
-import { verifyStandard, verifySimple, verifyHexHmac, type VerifyResult } from '../../../bridge/sinks/webhooks/signing.js';
-import { inAllowlist } from '../../../bridge/sinks/webhooks/ssrf.js';
-import type { IngestSource } from '../../../bridge/ingest/index.js';
+import { parseJsonExact, stringifyJson } from '../../../bridge/index.js';
+import { verifyStandard, verifySimple, verifyHexHmac, type VerifyResult } from '../../../bridge/index.js';
+import { inAllowlist } from '../../../bridge/index.js';
+import type { IngestSource } from '../../../bridge/index.js';
 
 /** Values one request may carry at most. */
 export const MAX_VALUES_PER_REQUEST = 10_000;

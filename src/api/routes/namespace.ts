@@ -9,7 +9,7 @@ import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
 import { sendJson } from '../json.js';
 import { validateTopicName } from '../../core/topic-filter.js';
-import type { TopicInfo } from '../../../bridge/sinks/store/queries.js';
+import type { TopicInfo } from '../../../bridge/index.js';
 import type { ApiDeps } from '../deps.js';
 import { checkFilter, readError } from './datapoints.js';
 

@@ -9,7 +9,7 @@ import { principalOf, requireAuth, isAdmin, type ApiPrincipal } from '../auth.js
 import { validateTopicFilter } from '../../core/topic-filter.js';
 import { sendJson } from '../json.js';
 import type { ApiDeps } from '../deps.js';
-import type { Rule, RuleInput } from '../../../bridge/rules/index.js';
+import type { Rule, RuleInput } from '../../../bridge/index.js';
 
 /** REST-managed rules per server at most: every message is matched against all of them. */
 export const MAX_API_RULES = 1000;

@@ -14,7 +14,7 @@ import {
   EVENT_CATALOG, ENVELOPE_SCHEMA, catalogEntry, redactHeaders, isValidSecret,
   type WebhookService, type WebhookRecord, type WebhookSummary, type WebhookInput, type DeliveryView, type AttemptView,
   type DeliveryFilterStatus, type Outcome,
-} from '../../../bridge/sinks/webhooks/index.js';
+} from '../../../bridge/index.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DELIVERY_ID = /^msg_[0-9a-z]{1,40}$/;
