@@ -98,6 +98,7 @@ export class UnsBroker {
   };
   private tcp: TcpServer | null = null;
   private connections = 0;
+  private closing: Promise<void> | undefined;
   private readonly topicLimits: TopicLimits;
   private readonly closingSlow = new Set<string>();
   private readonly wss: WebSocketServer;
@@ -318,7 +319,13 @@ export class UnsBroker {
     return this.aedes.connectedClients;
   }
 
-  async close(): Promise<void> {
+  /** Idempotent: the composition root may close it from more than one place of its shutdown stack. */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private async closeOnce(): Promise<void> {
     // Stop accepting first; server.close() only completes once Aedes has closed the open connections.
     const tcpClosed = this.tcp ? new Promise<void>((r) => this.tcp!.close(() => r())) : Promise.resolve();
     for (const ws of this.wss.clients) ws.terminate();

@@ -48,7 +48,8 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
-  // What start-up has opened so far, closed in reverse if a later step fails.
+  // The shutdown stack: each part that start-up opens pushes its closing here. A failed start-up and stop()
+  // both close in reverse, so shutdown is start-up reversed: ingress (MQTT, HTTP) first, the store last.
   const undo: Array<() => Promise<unknown>> = [];
   try {
     return await start(config, log, undo);
@@ -111,6 +112,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     ...config.store, log: log.child({ component: 'writer' }),
     probe: async () => { await openStore(); await store.probeWrite(); },
   });
+  undo.push(() => writer.close());
   const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
   const pipeline = new Pipeline({
     namespace, schemas, sparkplug, writer, limits: config.payload, dupWindowMs: config.store.dupWindowMs, resendLagMs: config.store.resendLagMs,
@@ -130,6 +132,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
     connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
   });
+  // Closed here on a failed start-up; on stop() at its place as ingress (pushed again once it listens).
   undo.push(() => broker.close());
 
   let retainedRestored = false;
@@ -190,6 +193,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     store: new PgRuleStore(store.pool), fileRules: namespace.rules, emit: (e) => events.emit(e), log: log.child({ component: 'rules' }),
     permitted: (r) => acl.forRoles(r.roles).canSubscribe(r.topicFilter),
   });
+  undo.push(() => rules.close());
   pipeline.addSink({ name: 'rules', when: 'durable', accept: rules.onMessage });
   const loadRules = (): void => {
     if (storeOpen) rules.load().catch((e: Error) => log.warn({ err: e.message }, 'threshold rules not loaded yet'));
@@ -278,6 +282,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     http.listen(config.http.port, config.http.host, () => { http.off('error', rej); res(); });
   });
   const mqttAddr = await broker.listenTcp(config.mqtt.port, config.mqtt.host);
+  undo.push(() => broker.close());
   const httpPort = (http.address() as AddressInfo).port;
 
   const retentionTimer = setInterval(() => {
@@ -286,6 +291,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       .then((n) => { if (n > 0) log.info({ deleted: n }, 'retention applied'); }, (e: Error) => log.warn({ err: e.message }, 'retention failed'));
   }, config.store.retentionIntervalMs);
   retentionTimer.unref();
+  undo.push(async () => clearInterval(retentionTimer));
 
   log.info({ mqtt: mqttAddr.port, http: httpPort, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
     'uns-bridge started');
@@ -296,17 +302,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     async stop() {
       if (stopping) return;
       stopping = true;
-      clearInterval(retentionTimer);
-      stream.close();
-      await broker.close();
-      http.closeAllConnections();
-      await new Promise<void>((r) => http.close(() => r()));
-      await rules.close();
-      await webhooks.stop();
-      await writer.close();
-      await store.close().catch(() => undefined);
-      // Also cancels a pending restart, so no server is started after stop().
-      if (pgProcess) await pgProcess.stop();
+      for (const close of undo.splice(0).reverse()) {
+        await close().catch((e: Error) => log.warn({ err: e.message }, 'shutdown step failed'));
+      }
       log.info('uns-bridge stopped');
     },
   };
