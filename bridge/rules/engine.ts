@@ -72,7 +72,7 @@ export interface RuleEngineOptions {
   readonly emit: (e: UnsEvent) => void;
   readonly log: Logger;
   readonly now?: () => number;
-  readonly scheduler?: Scheduler;
+  readonly scheduler?: Scheduler | undefined;
   /** Events waiting for their state to be durable, at most; overflow policy: drop the oldest. */
   readonly maxQueuedEvents?: number;
   /** Rules whose filter is no longer inside their creator's read permissions are not evaluated. */
