@@ -25,7 +25,7 @@ import { compileTemplate, jsonText, type CompiledTemplate } from './template.js'
 import { activeSecrets, type WebhookRecord, type WebhookStore } from './webhook-store.js';
 import type { AttemptOutcome, ClaimedDelivery, HealthChange, NewDelivery, Outbox, Settlement } from './outbox.js';
 import { DEFAULTS } from './webhook-config.js';
-import { isRowError } from '../../../src/core/db-errors.js';
+import { SerialDrainer } from './serial-drainer.js';
 
 export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
@@ -124,16 +124,14 @@ export class Dispatcher {
   private endpoints = new Map<string, Endpoint>();
   private byType = new Map<EventType, Endpoint[]>();
   private readonly lingers = new Map<string, Linger>();
-  private queue: NewDelivery[] = [];
-  private settleQueue: AttemptOutcome[] = [];
+  /** Deliveries on their way into the outbox (durable insert, one statement in flight: seq follows queue order). */
+  private readonly inserts: SerialDrainer<NewDelivery>;
+  /** Attempt results on their way into the outbox. */
+  private readonly results: SerialDrainer<AttemptOutcome>;
 
   private running = false;
   /** stop() has finished: late results are not written (their leases expire and the rows are re-sent). */
   private closed = false;
-  private flushing = false;
-  private flushTimer: unknown = null;
-  private settling = false;
-  private settleTimer: unknown = null;
   private claiming = false;
   private again = false;
   private kickTimer: unknown = null;
@@ -151,6 +149,36 @@ export class Dispatcher {
     this.send = opts.deliver ?? httpDeliver;
     this.s = opts.settings;
     this.log = opts.log;
+    const live = (): boolean => this.running;
+    this.inserts = new SerialDrainer<NewDelivery>({
+      chunk: INSERT_CHUNK, retryMs: RETRY_DB_MS, timers: this.timers, live,
+      write: async (rows) => {
+        await this.opts.outbox.insert(rows);
+        this.stats.inserted += rows.length;
+        this.kick();
+      },
+      dropped: (rows, e) => {
+        // The same rows would fail again and hold up everything behind them.
+        this.stats.dropped += rows.length;
+        this.log.error({ err: (e as Error).message, dropped: rows.length }, 'webhook deliveries refused by the database; dropped');
+      },
+      failed: (_rows, e) => {
+        this.bound();
+        this.dbError(e, 'webhook deliveries not inserted; retrying');
+      },
+    });
+    this.results = new SerialDrainer<AttemptOutcome>({
+      chunk: SETTLE_CHUNK, retryMs: RETRY_DB_MS, timers: this.timers, live,
+      write: async (batch) => {
+        this.announce(await this.opts.outbox.settle(batch, this.policyFor([])));
+        this.kick();
+      },
+      // Not written; the leases expire and the deliveries are sent again (at-least-once).
+      dropped: (batch, e) => this.log.error({ err: (e as Error).message, results: batch.length }, 'webhook attempt results refused by the database; dropped'),
+      // Results stay in memory (bounded by the workers); if the process dies first, the leases expire and the
+      // deliveries are attempted again with the same webhook-id.
+      failed: (_batch, e) => this.dbError(e, 'webhook attempt results not written; retrying'),
+    });
   }
 
   // ------------------------------------------------------------------------------------------------------
@@ -177,19 +205,17 @@ export class Dispatcher {
     this.pollTimer = this.refreshTimer = this.kickTimer = null;
     for (const id of [...this.lingers.keys()]) this.seal(id);
     // Let a flush or a claim under way finish (its attempts are then covered by the grace period below).
-    while (this.flushing || this.claiming) await new Promise((r) => setImmediate(r));
-    if (this.flushTimer !== null) { this.timers.clearTimeout(this.flushTimer); this.flushTimer = null; }
-    await this.flush();
-    if (this.queue.length > 0) this.log.warn({ lost: this.queue.length }, 'webhook deliveries not made durable before stop (database unreachable)');
+    while (this.claiming) await new Promise((r) => setImmediate(r));
+    await this.inserts.flushNow();
+    const lost = this.inserts.items.length;
+    if (lost > 0) this.log.warn({ lost }, 'webhook deliveries not made durable before stop (database unreachable)');
     if (this.stats.inFlight > 0) {
       await new Promise<void>((resolve) => {
         const t = this.timers.setTimeout(resolve, this.s.stopGraceMs);
         this.idle.push(() => { this.timers.clearTimeout(t); resolve(); });
       });
     }
-    while (this.settling) await new Promise((r) => setImmediate(r));
-    if (this.settleTimer !== null) { this.timers.clearTimeout(this.settleTimer); this.settleTimer = null; }
-    await this.settle();
+    await this.results.flushNow();
     this.closed = true;
   }
 
@@ -330,67 +356,23 @@ export class Dispatcher {
   }
 
   private enqueue(row: NewDelivery): void {
-    this.queue.push(row);
+    this.inserts.items.push(row);
     this.stats.queued++;
     this.bound();
-    this.scheduleFlush(0);
+    this.inserts.schedule(0);
   }
 
   /** Overflow policy while the database is away: drop the oldest rows, count them, say so (rate-limited). */
   private bound(): void {
-    const over = this.queue.length - this.s.maxQueued;
+    const over = this.inserts.items.length - this.s.maxQueued;
     if (over <= 0) return;
-    this.queue.splice(0, over);
+    this.inserts.items.splice(0, over);
     this.stats.dropped += over;
     const now = this.clock();
     if (now - this.lastDropLog > 10_000) {
       this.lastDropLog = now;
       this.log.warn({ dropped: this.stats.dropped, maxQueued: this.s.maxQueued }, 'webhook outbox queue full: oldest deliveries dropped');
     }
-  }
-
-  // ------------------------------------------------------------------------------------------------------
-  // Durable insert: one statement in flight, so seq follows queue order.
-
-  private scheduleFlush(delay: number): void {
-    if (this.flushTimer !== null || this.flushing) return;
-    this.flushTimer = this.timers.setTimeout(() => {
-      this.flushTimer = null;
-      void this.flush();
-    }, delay);
-  }
-
-  private async flush(): Promise<void> {
-    if (this.flushing) return;
-    this.flushing = true;
-    let failed = false;
-    try {
-      while (this.queue.length > 0) {
-        const rows = this.queue.splice(0, INSERT_CHUNK);
-        try {
-          await this.opts.outbox.insert(rows);
-          this.stats.inserted += rows.length;
-          this.kick();
-        } catch (e) {
-          if (isRowError(e)) {
-            // The same rows would fail again and hold up everything behind them.
-            this.stats.dropped += rows.length;
-            this.log.error({ err: (e as Error).message, dropped: rows.length }, 'webhook deliveries refused by the database; dropped');
-            continue;
-          }
-          this.queue.unshift(...rows);
-          this.bound();
-          this.dbError(e, 'webhook deliveries not inserted; retrying');
-          failed = true;
-          break;
-        }
-      }
-    } finally {
-      this.flushing = false;
-    }
-    // After stop() nothing is retried: what is left is reported by stop() (queue) or re-sent after its lease (results).
-    if (failed) { if (this.running) this.scheduleFlush(RETRY_DB_MS); }
-    else if (this.queue.length > 0) this.scheduleFlush(0);
   }
 
   // ------------------------------------------------------------------------------------------------------
@@ -494,52 +476,12 @@ export class Dispatcher {
     const outcome = classify(result);
     if (outcome === 'success') this.stats.succeeded++;
     else this.stats.failed++;
-    this.settleQueue.push({
+    this.results.push({
       deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempt, startedAt: started, result, outcome,
       settlement: this.settlementOf(row, started, result), test: false,
     });
-    this.scheduleSettle(0);
   }
 
-  private scheduleSettle(delay: number): void {
-    if (this.settleTimer !== null || this.settling) return;
-    this.settleTimer = this.timers.setTimeout(() => {
-      this.settleTimer = null;
-      void this.settle();
-    }, delay);
-  }
-
-  private async settle(): Promise<void> {
-    if (this.settling) return;
-    this.settling = true;
-    let failed = false;
-    try {
-      while (this.settleQueue.length > 0) {
-        const batch = this.settleQueue.splice(0, SETTLE_CHUNK);
-        try {
-          const changes = await this.opts.outbox.settle(batch, this.policyFor([]));
-          this.announce(changes);
-          this.kick();
-        } catch (e) {
-          if (isRowError(e)) {
-            // Not written; the leases expire and the deliveries are sent again (at-least-once).
-            this.log.error({ err: (e as Error).message, results: batch.length }, 'webhook attempt results refused by the database; dropped');
-            continue;
-          }
-          // Results stay in memory (bounded by the workers); if the process dies first, the leases expire
-          // and the deliveries are attempted again with the same webhook-id.
-          this.settleQueue.unshift(...batch);
-          this.dbError(e, 'webhook attempt results not written; retrying');
-          failed = true;
-          break;
-        }
-      }
-    } finally {
-      this.settling = false;
-    }
-    if (failed) { if (this.running) this.scheduleSettle(RETRY_DB_MS); }
-    else if (this.settleQueue.length > 0) this.scheduleSettle(0);
-  }
 
   private announce(changes: readonly HealthChange[]): void {
     if (changes.length === 0) return;
