@@ -47,6 +47,13 @@ module.exports = {
       to: { path: '^(dist/)?(bridge|broker)/', pathNot: '^(dist/)?(bridge|broker)/index\\.[cm]?[jt]s$' },
     },
     {
+      name: 'core-through-its-index',
+      comment: 'Outside src/core, the kernel is reached through src/core/index.ts, its public surface.',
+      severity: 'error',
+      from: { path: '^(dist/)?(broker|bridge|src/api)/|^(dist/)?src/(main|cli)\\.[cm]?[jt]s$' },
+      to: { path: '^(dist/)?src/core/', pathNot: '^(dist/)?src/core/index\\.[cm]?[jt]s$' },
+    },
+    {
       name: 'no-circular',
       comment: 'No import cycles (there are none today).',
       severity: 'error',

@@ -10,12 +10,12 @@
  * Never throws: every failure is a Rejection with a code, counted and logged at debug.
  */
 import type { ValidateFunction } from 'ajv';
-import type { Logger } from '../src/core/log.js';
-import type { ErrorCode } from '../src/core/errors.js';
-import type { IngestFn } from '../src/core/ingest.js';
-import type { RouteSpec } from '../src/core/topics.js';
-import type { Namespace } from '../src/core/topics.js';
-import type { UnsMessage } from '../src/core/message.js';
+import type { Logger } from '../src/core/index.js';
+import type { ErrorCode } from '../src/core/index.js';
+import type { IngestFn } from '../src/core/index.js';
+import type { RouteSpec } from '../src/core/index.js';
+import type { Namespace } from '../src/core/index.js';
+import type { UnsMessage } from '../src/core/index.js';
 import type { SparkplugDecoder } from './decode/sparkplug.js';
 import { buildStages, draftOf, runStages, type Draft, type Stage } from './stages.js';
 import type { Sink } from './sinks/sink.js';

@@ -5,9 +5,9 @@
  * turns a bug into a rejection) and do no I/O. Adding a stage is one entry in the array `buildStages` returns.
  */
 import type { ValidateFunction } from 'ajv';
-import type { Logger } from '../src/core/log.js';
-import { isRejection, rejection, type InboundRecord, type Isa95Path, type JsonValue, type Point, type Rejection } from '../src/core/message.js';
-import type { Namespace, RouteSpec } from '../src/core/topics.js';
+import type { Logger } from '../src/core/index.js';
+import { isRejection, rejection, type InboundRecord, type Isa95Path, type JsonValue, type Point, type Rejection } from '../src/core/index.js';
+import type { Namespace, RouteSpec } from '../src/core/index.js';
 import { decodeValuePayload } from './decode/envelope.js';
 import type { SparkplugDecoder } from './decode/sparkplug.js';
 

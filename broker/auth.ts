@@ -5,9 +5,9 @@
  * digest of the password, so reconnect storms do not queue hundreds of scrypt runs.
  */
 import { createHash } from 'node:crypto';
-import type { JwtVerifier } from '../src/core/jwt.js';
-import { verifyPassword } from '../src/core/passwords.js';
-import type { AccessControl, Permissions } from '../src/core/acl.js';
+import type { JwtVerifier } from '../src/core/index.js';
+import { verifyPassword } from '../src/core/index.js';
+import type { AccessControl, Permissions } from '../src/core/index.js';
 
 export interface UserRecord {
   readonly username: string;

@@ -1,4 +1,4 @@
 export { UnsBroker, type BrokerOptions, type BrokerLimits, type BrokerStats } from './broker.js';
 export { Authenticator, isFailure, type Principal, type UserRecord, type AuthenticatorOptions } from './auth.js';
-export { AccessControl, Permissions, type RoleMap } from '../src/core/acl.js';
+export { AccessControl, Permissions, type RoleMap } from '../src/core/index.js';
 export { guardFrames, FrameScanner } from './frame-guard.js';

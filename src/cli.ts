@@ -4,16 +4,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from './core/config.js';
-import { UnsError } from './core/errors.js';
-import { createLogger } from './core/log.js';
-import { loadTopics } from './core/topics.js';
-import { loadPayloadSchemas, assertSchemasExist } from './core/payload-schemas.js';
-import { schemasDir, packageRoot } from './core/paths.js';
-import { hashPassword } from './core/passwords.js';
+import { loadConfig } from './core/index.js';
+import { UnsError } from './core/index.js';
+import { createLogger } from './core/index.js';
+import { loadTopics } from './core/index.js';
+import { loadPayloadSchemas, assertSchemasExist } from './core/index.js';
+import { schemasDir, packageRoot } from './core/index.js';
+import { hashPassword } from './core/index.js';
 import { startServer } from './main.js';
 import { PgStore, startPostgres, replayStoreRejections } from '../bridge/index.js';
-import type { Config } from './core/config.js';
+import type { Config } from './core/index.js';
 
 /** Opens the configured store (the embedded one: adopting the running server's, or starting it for the call). */
 async function withStore<T>(config: Config, fn: (store: PgStore) => Promise<T>): Promise<T> {

@@ -2,8 +2,8 @@
  * Decodes a non-Sparkplug payload (encodings json, number, string, raw) into points plus the document that
  * JSON Schema validation sees. Never throws: every failure is a Rejection.
  */
-import { rejection } from '../../src/core/message.js';
-import type { JsonValue, Point, Quality, Rejection, Value } from '../../src/core/message.js';
+import { rejection } from '../../src/core/index.js';
+import type { JsonValue, Point, Quality, Rejection, Value } from '../../src/core/index.js';
 import { decodeUtf8, parseJsonExact } from './json-exact.js';
 import type { JsonLimits } from './json-exact.js';
 

@@ -8,8 +8,8 @@
  *   costs one pass over the text and never recurses.
  * - Nothing here throws to the caller: every outcome is a value.
  */
-import type { ErrorCode } from '../../src/core/errors.js';
-import type { JsonValue } from '../../src/core/message.js';
+import type { ErrorCode } from '../../src/core/index.js';
+import type { JsonValue } from '../../src/core/index.js';
 
 export interface JsonLimits {
   /** Largest accepted payload, in bytes (before decoding). */

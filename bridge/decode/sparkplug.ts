@@ -10,9 +10,9 @@
 import { Buffer } from 'node:buffer';
 import { gunzipSync, inflateSync } from 'node:zlib';
 import sparkplugProto from 'sparkplug-payload/lib/sparkplugPayloadProto.js';
-import type { ErrorCode } from '../../src/core/errors.js';
-import { rejection } from '../../src/core/message.js';
-import type { JsonValue, Point, Quality, Rejection, Value } from '../../src/core/message.js';
+import type { ErrorCode } from '../../src/core/index.js';
+import { rejection } from '../../src/core/index.js';
+import type { JsonValue, Point, Quality, Rejection, Value } from '../../src/core/index.js';
 
 // ---------------------------------------------------------------------------------------------- public API
 

@@ -4,10 +4,10 @@
  * parsed and its role's permissions built. Start-up code: a problem throws UNS_ERR_CONFIG_INVALID naming
  * the source, never the secret.
  */
-import { UnsError } from '../../src/core/errors.js';
-import type { Logger } from '../../src/core/log.js';
-import type { IngestSourceSpec, Namespace } from '../../src/core/topics.js';
-import { Permissions } from '../../src/core/acl.js';
+import { UnsError } from '../../src/core/index.js';
+import type { Logger } from '../../src/core/index.js';
+import type { IngestSourceSpec, Namespace } from '../../src/core/index.js';
+import { Permissions } from '../../src/core/index.js';
 import { isValidSecret, SECRET_PREFIX } from '../sinks/webhooks/signing.js';
 import { parseAllowlist, type Allowlist } from '../sinks/webhooks/ssrf.js';
 

@@ -17,10 +17,10 @@
  * writes are retried on a schedule and events wait (bounded: beyond maxQueuedEvents the oldest are dropped
  * and counted). A crash between commit and emit loses that event rather than duplicating it.
  */
-import type { Logger } from '../../src/core/log.js';
-import type { UnsMessage, Value } from '../../src/core/message.js';
-import { eventId, type EventType, type UnsEvent } from '../../src/core/events.js';
-import { TopicMatcher, compileFilter } from '../../src/core/topic-filter.js';
+import type { Logger } from '../../src/core/index.js';
+import type { UnsMessage, Value } from '../../src/core/index.js';
+import { eventId, type EventType, type UnsEvent } from '../../src/core/index.js';
+import { TopicMatcher, compileFilter } from '../../src/core/index.js';
 import { isBeyond, isCleared, type Rule } from './rule.js';
 
 export type RuleStateName = 'normal' | 'pending' | 'exceeded';

@@ -10,7 +10,7 @@
  * exceeds, 77 does not clear (still above 75), 75 clears.
  */
 import { createHash } from 'node:crypto';
-import type { RuleOperator, RuleSpec } from '../../src/core/topics.js';
+import type { RuleOperator, RuleSpec } from '../../src/core/index.js';
 
 export type { RuleOperator };
 

@@ -3,9 +3,9 @@
  * the engine that evaluates them and the store that keeps them. The API and main.ts use only this.
  */
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../../src/core/log.js';
-import type { RuleSpec } from '../../src/core/topics.js';
-import type { UnsEvent } from '../../src/core/events.js';
+import type { Logger } from '../../src/core/index.js';
+import type { RuleSpec } from '../../src/core/index.js';
+import type { UnsEvent } from '../../src/core/index.js';
 import { RuleEngine, type Scheduler } from './engine.js';
 import type { PgRuleStore } from './store.js';
 import { ruleFromSpec, type Rule, type RuleInput } from './rule.js';

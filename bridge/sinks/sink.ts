@@ -12,7 +12,7 @@
  * acknowledged with the original and reaches no sink again. A sink must not throw or block: it queues or
  * drops by its own bounded policy.
  */
-import type { UnsMessage } from '../../src/core/message.js';
+import type { UnsMessage } from '../../src/core/index.js';
 
 export type SinkMoment = 'accepted' | 'durable';
 

@@ -5,9 +5,9 @@
  * checked with pinned algorithms, `exp` is required, and the same role permissions as MQTT apply.
  */
 import jwt, { type Algorithm } from 'jsonwebtoken';
-import type { JwtVerifier } from '../core/jwt.js';
+import type { JwtVerifier } from '../core/index.js';
 import type { Request, Response, NextFunction, RequestHandler } from 'express';
-import type { AccessControl, Permissions } from '../core/acl.js';
+import type { AccessControl, Permissions } from '../core/index.js';
 import { ApiError } from './errors.js';
 
 export interface ApiPrincipal {

@@ -1,14 +1,14 @@
 /** What the API needs from the rest of the server; main.ts builds it. Each router takes only this. */
-import type { Logger } from '../core/log.js';
-import type { Namespace } from '../core/topics.js';
-import type { IngestOutcome } from '../core/ingest.js';
+import type { Logger } from '../core/index.js';
+import type { Namespace } from '../core/index.js';
+import type { IngestOutcome } from '../core/index.js';
 import type { ApiAuth, ApiPrincipal } from './auth.js';
 import type { RequestValidator } from './openapi.js';
 import type { ApiTokenStore } from '../../bridge/index.js';
 import type { ReadQueries } from '../../bridge/index.js';
 import type { LiveHub } from '../../bridge/index.js';
 import type { Metrics } from './metrics.js';
-import type { EventBus } from '../core/events.js';
+import type { EventBus } from '../core/index.js';
 import type { WebhookService } from '../../bridge/index.js';
 import type { RuleService } from '../../bridge/index.js';
 import type { IngestDedupStore, IngestSource } from '../../bridge/index.js';

@@ -3,8 +3,8 @@
  * Handlers throw (or pass to next) an ApiError; anything else is a 500 whose details go to the log only.
  */
 import type { Request, Response, NextFunction } from 'express';
-import type { ErrorCode } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import type { ErrorCode } from '../core/index.js';
+import type { Logger } from '../core/index.js';
 
 export const STATUS: Partial<Record<ErrorCode, number>> = {
   UNS_ERR_BAD_REQUEST: 400,

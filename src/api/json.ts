@@ -1,7 +1,7 @@
 /** JSON responses that keep integers beyond 2^53 exact (express's res.json would throw on bigint). */
 import type { Response } from 'express';
 import { stringifyJson } from '../../bridge/index.js';
-import type { JsonValue } from '../core/message.js';
+import type { JsonValue } from '../core/index.js';
 
 export function toJson(body: unknown): string {
   return stringifyJson(body as JsonValue);

@@ -15,10 +15,10 @@
  *   (oldest) subscription that accepts it.
  * - Order per subscribe: `subscribed`, `snapshot`, optional `history`, then live `datapoints_batch`.
  */
-import type { Point } from '../core/message.js';
-import type { ErrorCode } from '../core/errors.js';
-import type { Permissions } from '../core/acl.js';
-import { validateTopicFilter, type TopicLimits } from '../core/topic-filter.js';
+import type { Point } from '../core/index.js';
+import type { ErrorCode } from '../core/index.js';
+import type { Permissions } from '../core/index.js';
+import { validateTopicFilter, type TopicLimits } from '../core/index.js';
 import type { ApiDeps } from './deps.js';
 import type { ApiPrincipal } from './auth.js';
 import type { LivePolicy } from './live-policy.js';

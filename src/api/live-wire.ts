@@ -3,7 +3,7 @@
  * big integers and raw bytes as `{"base64": "..."}` (as the REST API returns them). A point is serialised
  * once however many connections receive it.
  */
-import type { Point, Value } from '../core/message.js';
+import type { Point, Value } from '../core/index.js';
 import { toJson } from './json.js';
 
 const cache = new WeakMap<Point, string>();

@@ -7,7 +7,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import type { Request, Response, NextFunction, RequestHandler } from 'express';
-import { schemasDir } from '../core/paths.js';
+import { schemasDir } from '../core/index.js';
 import { ApiError } from './errors.js';
 
 type Doc = { paths: Record<string, unknown>; components: { schemas: Record<string, unknown> } } & Record<string, unknown>;

@@ -15,7 +15,7 @@ import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import type { ApiDeps } from './deps.js';
 import { credentialOf, type ApiPrincipal } from './auth.js';
 import { STATUS } from './errors.js';
-import type { ErrorCode } from '../core/errors.js';
+import type { ErrorCode } from '../core/index.js';
 import { toJson } from './json.js';
 import { livePolicy, type LivePolicy } from './live-policy.js';
 import { historyFrom } from './live-history.js';

@@ -4,8 +4,8 @@
  * cached per topic), so a message costs one lookup, not one per subscriber. Listeners must not block:
  * the WebSocket and SSE layers buffer and batch on their side.
  */
-import type { Point, UnsMessage } from '../../../src/core/message.js';
-import { TopicMatcher } from '../../../src/core/topic-filter.js';
+import type { Point, UnsMessage } from '../../../src/core/index.js';
+import { TopicMatcher } from '../../../src/core/index.js';
 
 export type LiveListener = (point: Point, msg: UnsMessage) => void;
 

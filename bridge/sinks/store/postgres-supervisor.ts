@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { startPostgres, type PostgresProcess, type PostgresProcessOptions, type PostgresExit } from './embedded-postgres.js';
-import type { Logger } from '../../../src/core/log.js';
+import type { Logger } from '../../../src/core/index.js';
 
 export type EmbeddedDbState = 'running' | 'restarting' | 'stopped';
 

@@ -8,7 +8,7 @@
  */
 import type pg from 'pg';
 import { parseJsonText } from '../../decode/json-exact.js';
-import { isTransientDbError } from '../../../src/core/db-errors.js';
+import { isTransientDbError } from '../../../src/core/index.js';
 
 export interface Datapoint {
   readonly topic: string;

@@ -2,7 +2,7 @@
  * The store's row model: what the pipeline hands the writer and what the spool keeps on disk. Plain data,
  * so a batch can be spooled as JSON and replayed byte-for-byte.
  */
-import type { Isa95Path } from '../../../src/core/message.js';
+import type { Isa95Path } from '../../../src/core/index.js';
 
 export interface SampleRow {
   readonly topic: string;

@@ -7,9 +7,9 @@
  *     coming with DUP or on a later connection soon after the original's connection ended, is acknowledged
  *     with its original and goes nowhere else.
  */
-import type { IngestOutcome } from '../../../src/core/ingest.js';
-import { rejection, type InboundRecord, type Point, type Rejection, type UnsMessage } from '../../../src/core/message.js';
-import type { RouteSpec } from '../../../src/core/topics.js';
+import type { IngestOutcome } from '../../../src/core/index.js';
+import { rejection, type InboundRecord, type Point, type Rejection, type UnsMessage } from '../../../src/core/index.js';
+import type { RouteSpec } from '../../../src/core/index.js';
 import type { StoreWriter, WriteResult } from './store-writer.js';
 import { messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
 import type { StateRow, WriteItem } from './rows.js';

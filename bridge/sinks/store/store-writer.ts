@@ -12,8 +12,8 @@
  * While healthy, the write path is also probed on a timer, so an outage shows on /ready without traffic.
  */
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../../../src/core/log.js';
-import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/db-errors.js';
+import type { Logger } from '../../../src/core/index.js';
+import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/index.js';
 import type { PgStore, WriteOptions } from './pg-store.js';
 import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure, type SpooledSegment } from './spool.js';
 import { rowCount, type WriteBatch, type WriteItem } from './rows.js';

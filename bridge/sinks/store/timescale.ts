@@ -5,8 +5,8 @@
  * Every step is idempotent.
  */
 import type pg from 'pg';
-import { UnsError } from '../../../src/core/errors.js';
-import type { Logger } from '../../../src/core/log.js';
+import { UnsError } from '../../../src/core/index.js';
+import type { Logger } from '../../../src/core/index.js';
 
 export type TimescaleMode = 'auto' | 'on' | 'off';
 

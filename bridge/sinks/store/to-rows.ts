@@ -1,5 +1,5 @@
 /** Turns a decoded message (or a rejection) into the rows the store writes. Runs once per message. */
-import type { InboundRecord, Point, Rejection, UnsMessage, Value } from '../../../src/core/message.js';
+import type { InboundRecord, Point, Rejection, UnsMessage, Value } from '../../../src/core/index.js';
 import { stringifyJson } from '../../decode/json-exact.js';
 import type { SampleRow, TopicMeta, WriteItem, RetainedRow } from './rows.js';
 

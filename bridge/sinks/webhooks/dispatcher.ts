@@ -13,9 +13,9 @@
  * (maxQueued, oldest dropped and counted). Time, randomness and timers are injected, so tests use fake clocks.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import type { Logger } from '../../../src/core/log.js';
-import type { Permissions } from '../../../src/core/acl.js';
-import { eventId, type EventType, type UnsEvent } from '../../../src/core/events.js';
+import type { Logger } from '../../../src/core/index.js';
+import type { Permissions } from '../../../src/core/index.js';
+import { eventId, type EventType, type UnsEvent } from '../../../src/core/index.js';
 import { deliver as httpDeliver, type DeliveryRequest, type DeliveryOptions, type DeliveryResult } from './http-client.js';
 import type { Allowlist } from './ssrf.js';
 import { signSimple, signStandard } from './signing.js';

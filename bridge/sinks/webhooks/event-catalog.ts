@@ -8,7 +8,7 @@
  * event about no topic (a client connecting, the store's health) needs the read filter named in `requires`,
  * as reading the broker's own `$SYS/` tree does on MQTT.
  */
-import { EVENT_TYPES, type EventType } from '../../../src/core/events.js';
+import { EVENT_TYPES, type EventType } from '../../../src/core/index.js';
 
 export interface CatalogEntry {
   readonly name: EventType;

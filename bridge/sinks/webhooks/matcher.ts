@@ -9,9 +9,9 @@
  *   here; topic filters do not apply to it.
  * - Conditions are all required (AND). They look fields up and compare; nothing is evaluated.
  */
-import { TopicMatcher } from '../../../src/core/topic-filter.js';
-import type { Permissions } from '../../../src/core/acl.js';
-import type { EventType, UnsEvent } from '../../../src/core/events.js';
+import { TopicMatcher } from '../../../src/core/index.js';
+import type { Permissions } from '../../../src/core/index.js';
+import type { EventType, UnsEvent } from '../../../src/core/index.js';
 import { catalogEntry } from './event-catalog.js';
 import { lookup } from './template.js';
 

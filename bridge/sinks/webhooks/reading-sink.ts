@@ -1,5 +1,5 @@
 /** The sensor.reading event source: every point of a stored message, once durable, built only when an endpoint takes it. */
-import { eventId, type UnsEvent } from '../../../src/core/events.js';
+import { eventId, type UnsEvent } from '../../../src/core/index.js';
 import type { Sink } from '../sink.js';
 
 export function sensorReadingSink(wants: (type: 'sensor.reading') => boolean, emit: (e: UnsEvent) => void): Sink {

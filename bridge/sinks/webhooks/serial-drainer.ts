@@ -3,7 +3,7 @@
  * after a delay when the database is away. The outbox insert queue and the attempt-result queue of the
  * dispatcher are both one of these.
  */
-import { isRowError } from '../../../src/core/db-errors.js';
+import { isRowError } from '../../../src/core/index.js';
 
 export interface DrainerTimers {
   setTimeout(fn: () => void, ms: number): unknown;

@@ -11,7 +11,7 @@
  * it actually connects to (see http-client.ts), so a DNS answer that changes between checks cannot slip by.
  */
 import { isIP, isIPv4, isIPv6 } from 'node:net';
-import { UnsError } from '../../../src/core/errors.js';
+import { UnsError } from '../../../src/core/index.js';
 
 export type AddressClass =
   | 'loopback'

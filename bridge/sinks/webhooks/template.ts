@@ -12,7 +12,7 @@
  * The template is parsed once when saved (not per message); render() only concatenates and never throws.
  */
 import { stringifyJson } from '../../decode/json-exact.js';
-import type { JsonValue } from '../../../src/core/message.js';
+import type { JsonValue } from '../../../src/core/index.js';
 
 /** Looks a path up in the event being rendered; undefined when absent. */
 export type PathResolver = (path: readonly string[]) => unknown;

@@ -4,10 +4,10 @@
  * webhooks.json); this file does what a schema cannot: URL safety, permissions on topic filters and event
  * types, template parsing, condition operators, reserved headers. Returns errors with codes; never throws.
  */
-import type { ErrorCode } from '../../../src/core/errors.js';
-import type { Permissions } from '../../../src/core/acl.js';
-import type { EventType } from '../../../src/core/events.js';
-import { validateTopicFilter, type TopicLimits } from '../../../src/core/topic-filter.js';
+import type { ErrorCode } from '../../../src/core/index.js';
+import type { Permissions } from '../../../src/core/index.js';
+import type { EventType } from '../../../src/core/index.js';
+import { validateTopicFilter, type TopicLimits } from '../../../src/core/index.js';
 import { checkUrl } from './http-client.js';
 import type { Allowlist } from './ssrf.js';
 import { isValidSecret } from './signing.js';

@@ -5,11 +5,11 @@
  */
 import { randomBytes as nodeRandomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import type { Logger } from '../../../src/core/log.js';
-import type { Permissions } from '../../../src/core/acl.js';
-import type { ErrorCode } from '../../../src/core/errors.js';
-import { eventId, type EventBus, type EventType } from '../../../src/core/events.js';
-import type { TopicLimits } from '../../../src/core/topic-filter.js';
+import type { Logger } from '../../../src/core/index.js';
+import type { Permissions } from '../../../src/core/index.js';
+import type { ErrorCode } from '../../../src/core/index.js';
+import { eventId, type EventBus, type EventType } from '../../../src/core/index.js';
+import type { TopicLimits } from '../../../src/core/index.js';
 import { parseAllowlist, type Allowlist } from './ssrf.js';
 import { generateSecret } from './signing.js';
 import { Dispatcher, type DispatcherSettings, type Injections, type SentAttempt } from './dispatcher.js';

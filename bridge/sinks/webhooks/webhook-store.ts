@@ -4,7 +4,7 @@
  * previous ones an expiry, so receivers holding either verify during the grace period.
  */
 import type pg from 'pg';
-import type { EventType } from '../../../src/core/events.js';
+import type { EventType } from '../../../src/core/index.js';
 import type { WebhookSpec } from './webhook-config.js';
 import type { Condition } from './matcher.js';
 

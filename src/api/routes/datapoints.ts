@@ -9,10 +9,10 @@ import { Router } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
 import { sendJson } from '../json.js';
-import { validateTopicFilter, validateTopicName } from '../../core/topic-filter.js';
+import { validateTopicFilter, validateTopicName } from '../../core/index.js';
 import { AGGREGATES, type Aggregate, type BucketName, type RawCursor } from '../../../bridge/index.js';
 import type { ApiDeps } from '../deps.js';
-import { isTransientDbError } from '../../core/db-errors.js';
+import { isTransientDbError } from '../../core/index.js';
 
 /** The widest history a single request may cover: a year and a day (leap years, DST). */
 export const MAX_HISTORY_SPAN_MS = 366 * 86_400_000;

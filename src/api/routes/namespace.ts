@@ -8,7 +8,7 @@ import { Router } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
 import { sendJson } from '../json.js';
-import { validateTopicName } from '../../core/topic-filter.js';
+import { validateTopicName } from '../../core/index.js';
 import type { TopicInfo } from '../../../bridge/index.js';
 import type { ApiDeps } from '../deps.js';
 import { checkFilter, readError } from './datapoints.js';

@@ -6,7 +6,7 @@
 import { Router, raw } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth } from '../auth.js';
-import { checkWrite } from '../../core/write-access.js';
+import { checkWrite } from '../../core/index.js';
 import { sendJson } from '../json.js';
 import type { ApiDeps } from '../deps.js';
 

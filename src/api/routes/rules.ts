@@ -6,7 +6,7 @@
 import { Router, type Request, type RequestHandler } from 'express';
 import { ApiError } from '../errors.js';
 import { principalOf, requireAuth, isAdmin, type ApiPrincipal } from '../auth.js';
-import { validateTopicFilter } from '../../core/topic-filter.js';
+import { validateTopicFilter } from '../../core/index.js';
 import { sendJson } from '../json.js';
 import type { ApiDeps } from '../deps.js';
 import type { Rule, RuleInput } from '../../../bridge/index.js';
