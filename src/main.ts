@@ -14,12 +14,10 @@ import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres } from '../bridge/index.js';
-import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, type ReadinessReport, type ApiDeps } from './api/index.js';
+import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
 import { ReadQueries } from '../bridge/index.js';
 import { LiveHub } from '../bridge/index.js';
-import { REJECTED_PREFIX, deadLetter, type IngestOutcome } from './core/index.js';
-import type { InboundRecord } from './core/index.js';
 import { jwtSecret } from './core/index.js';
 import { createJwtVerifier } from './core/index.js';
 import { EventBus } from './core/index.js';
@@ -160,28 +158,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   writer.start();
 
   let stopping = false;
-  const readiness = (): ReadinessReport => {
-    const w = writer.stats;
-    const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !storeOpen || (pgProcess !== null && pgProcess.state !== 'running');
-    return {
-      ready: !degraded && !stopping,
-      status: stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
-      checks: {
-        database: {
-          state: w.state, timescale: store.timescale.enabled, lastError: degraded ? w.lastError : null,
-          outage: w.outage === null ? null : { class: w.outage.class, reason: w.outage.reason, since: new Date(w.outage.since).toISOString() },
-        },
-        spool: {
-          segments: w.spoolSegments, bytes: w.spoolBytes, corrupt: w.corruptSegments,
-          holding: w.holding === null ? null : { failure: w.holding.failure, reason: w.holding.reason, since: new Date(w.holding.since).toISOString() },
-          replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: new Date(w.replay.startedAt).toISOString() },
-        },
-        broker: { clients: broker.connectedClients, held: broker.stats.held },
-        backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
-        embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
-      },
-    };
-  };
+  const readiness = (): ReadinessReport => readinessReport({
+    writer: writer.stats, storeOpen, timescale: store.timescale.enabled, stopping,
+    broker: { clients: broker.connectedClients, held: broker.stats.held },
+    embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
+  });
 
   // Events for webhooks and rules: producers emit here, consumers subscribe (wired below).
   const events = new EventBus();
@@ -241,23 +222,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       return 'failure' in r ? r : { username: r.username, roles: r.roles };
     },
   });
-  let httpSeq = 0;
-  const publish: ApiDeps['publish'] = (topic, payload, principal, opts) => new Promise<IngestOutcome>((resolve) => {
-    // Holding (database away, spool full): an HTTP caller cannot be back-pressured like a socket; refuse at
-    // once (503, retry) rather than keep the request open until the database returns.
-    if (writer.stats.holding !== null) { resolve({ error: new Error(`not durable now: ${writer.stats.holding.reason}`) }); return; }
-    const record: InboundRecord = {
-      topic, payload,
-      source: { protocol: 'http', clientId: `http:${principal.username}`, username: principal.username, packetId: (httpSeq++ % 65535) + 1, qos: 1, retain: opts.retain, dup: false },
-      receivedAt: Date.now(),
-    };
-    pipeline.ingest(record, (out) => {
-      if (out.error) { resolve(out); return; }
-      const deliver = out.rejection
-        ? broker.publishFromServer(REJECTED_PREFIX + topic, deadLetter(out.rejection, record), false)
-        : broker.publishFromServer(topic, payload, opts.retain);
-      deliver.then(() => resolve(out), () => resolve(out));
-    });
+  const publish = httpPublisher({
+    ingest: pipeline.ingest, deliver: (topic, payload, retain) => broker.publishFromServer(topic, payload, retain),
+    holding: () => writer.stats.holding?.reason ?? null,
   });
   const deps: ApiDeps = {
     log: log.child({ component: 'api' }), readiness, auth: apiAuth, tokens, validator: new RequestValidator(openapi), openapi,

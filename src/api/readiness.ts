@@ -1,0 +1,40 @@
+/**
+ * GET /ready's report from the parts' own figures: ready only when the database takes writes, the spool is
+ * not holding, no replay is under way and (embedded store) PostgreSQL runs; otherwise 503 with the reason.
+ */
+import type { WriterStats } from '../../bridge/index.js';
+import type { ReadinessReport } from './deps.js';
+
+export interface ReadinessParts {
+  readonly writer: WriterStats;
+  readonly storeOpen: boolean;
+  readonly timescale: boolean;
+  readonly broker: { readonly clients: number; readonly held: number };
+  readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
+  readonly stopping: boolean;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+export function readinessReport(p: ReadinessParts): ReadinessReport {
+  const w = p.writer;
+  const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running');
+  return {
+    ready: !degraded && !p.stopping,
+    status: p.stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
+    checks: {
+      database: {
+        state: w.state, timescale: p.timescale, lastError: degraded ? w.lastError : null,
+        outage: w.outage === null ? null : { class: w.outage.class, reason: w.outage.reason, since: iso(w.outage.since) },
+      },
+      spool: {
+        segments: w.spoolSegments, bytes: w.spoolBytes, corrupt: w.corruptSegments,
+        holding: w.holding === null ? null : { failure: w.holding.failure, reason: w.holding.reason, since: iso(w.holding.since) },
+        replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: iso(w.replay.startedAt) },
+      },
+      broker: p.broker,
+      backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
+      embedded: p.embedded,
+    },
+  };
+}
