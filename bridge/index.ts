@@ -15,6 +15,8 @@ export { replayStoreRejections, type ReplayReport, type ReplayOptions } from './
 export { ReadQueries, AGGREGATES, isoFromMicros, type Aggregate, type BucketName, type RawCursor, type TopicInfo, type ExportRow } from './sinks/store/queries.js';
 export { ApiTokenStore, type ApiTokenInfo } from './sinks/store/api-tokens.js';
 export { LiveHub } from './sinks/live/hub.js';
+export { liveSink } from './sinks/live/live-sink.js';
+export { rulesSink } from './rules/rules-sink.js';
 export {
   WebhookService, sensorReadingSink, EVENT_CATALOG, ENVELOPE_SCHEMA, catalogEntry, redactHeaders, isValidSecret,
   verifyStandard, verifySimple, verifyHexHmac, inAllowlist,

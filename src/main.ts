@@ -13,7 +13,7 @@ import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
-import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres } from '../bridge/index.js';
+import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
 import { ReadQueries } from '../bridge/index.js';
@@ -167,7 +167,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   // Events for webhooks and rules: producers emit here, consumers subscribe (wired below).
   const events = new EventBus();
   const hub = new LiveHub();
-  pipeline.addSink({ name: 'live', when: 'accepted', accept: (m) => hub.publish(m) });
+  pipeline.addSink(liveSink(hub));
   // Threshold rules: judged in memory on every durable message; state is written before events go out.
   // Loaded once the database is open (not before: a crossing is never judged without its stored state).
   const rules = new RuleService({
@@ -175,7 +175,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     permitted: (r) => acl.forRoles(r.roles).canSubscribe(r.topicFilter),
   });
   undo.push(() => rules.close());
-  pipeline.addSink({ name: 'rules', when: 'durable', accept: rules.onMessage });
+  pipeline.addSink(rulesSink(rules.onMessage));
   const loadRules = (): void => {
     if (storeOpen) rules.load().catch((e: Error) => log.warn({ err: e.message }, 'threshold rules not loaded yet'));
   };
