@@ -108,6 +108,8 @@ const USER_AGENT = 'uns-bridge-webhooks/0.1';
 const INSERT_CHUNK = 1_000;
 const SETTLE_CHUNK = 1_000;
 const RETRY_DB_MS = 1_000;
+/** The same database failure is logged as a warning at most this often. */
+const DB_WARN_EVERY_MS = 60_000;
 const MAINTENANCE_MS = 60_000;
 
 
@@ -125,6 +127,7 @@ export class Dispatcher {
   private byType = new Map<EventType, Endpoint[]>();
   private readonly lingers = new Map<string, Linger>();
   /** Deliveries on their way into the outbox (durable insert, one statement in flight: seq follows queue order). */
+  private readonly dbWarned = new Map<string, { at: number; suppressed: number }>();
   private readonly inserts: SerialDrainer<NewDelivery>;
   /** Attempt results on their way into the outbox. */
   private readonly results: SerialDrainer<AttemptOutcome>;
@@ -538,8 +541,20 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * The database is away: say so once per kind of failure and then at most once a minute (with how many
+   * were not logged), not at every poll; the store's outage is on /ready meanwhile.
+   */
   private dbError(e: unknown, msg: string): void {
     this.stats.dbErrors++;
-    this.log.warn({ err: (e as Error).message }, msg);
+    const now = this.clock();
+    const last = this.dbWarned.get(msg);
+    if (last !== undefined && now - last.at < DB_WARN_EVERY_MS) {
+      last.suppressed++;
+      this.log.debug({ err: (e as Error).message }, msg);
+      return;
+    }
+    this.log.warn({ err: (e as Error).message, ...(last !== undefined && last.suppressed > 0 ? { suppressed: last.suppressed } : {}) }, msg);
+    this.dbWarned.set(msg, { at: now, suppressed: 0 });
   }
 }

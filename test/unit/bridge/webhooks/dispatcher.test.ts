@@ -11,7 +11,7 @@ import type { WebhookRecord } from '../../../../bridge/sinks/webhooks/webhook-st
 import { EMPTY_ALLOWLIST } from '../../../../bridge/sinks/webhooks/ssrf.js';
 import { Permissions } from '../../../../src/core/acl.js';
 import type { UnsEvent } from '../../../../src/core/events.js';
-import { silentLogger } from '../../../../src/core/log.js';
+import { silentLogger, type Logger } from '../../../../src/core/log.js';
 
 const T0 = Date.UTC(2026, 0, 15, 10, 30, 0);
 const SECRET = `whsec_${Buffer.alloc(32, 1).toString('base64')}`;
@@ -56,16 +56,16 @@ function reading(topic: string, value: number, n: number): UnsEvent {
   return { id: `evt_${n}`, type: 'sensor.reading', occurredAt: T0, topic, data: { value, timestamp: T0 + n, quality: 'good', unit: '°C' } };
 }
 
-async function setup(rec: WebhookRecord): Promise<{ d: Dispatcher; timers: FakeTimers; inserted: NewDelivery[] }> {
+async function setup(rec: WebhookRecord, over: { claim?: () => Promise<never[]>; log?: Logger } = {}): Promise<{ d: Dispatcher; timers: FakeTimers; inserted: NewDelivery[] }> {
   const timers = new FakeTimers();
   const inserted: NewDelivery[] = [];
   const outbox = {
     insert: async (rows: readonly NewDelivery[]) => { inserted.push(...rows); return rows.length; },
-    claim: async () => [],
+    claim: over.claim ?? (async () => []),
     settle: async () => [],
   } as unknown as Outbox;
   const d = new Dispatcher({
-    store: { listActive: async () => [rec] }, outbox, log: silentLogger(),
+    store: { listActive: async () => [rec] }, outbox, log: over.log ?? silentLogger(),
     permissions: () => new Permissions(['acme/#'], []),
     settings: { allowlist: EMPTY_ALLOWLIST, workers: 4, pollIntervalMs: 1000, claimBatch: 10, leaseMarginMs: 1000, disableAfterS: 3600, maxQueued: 100,
       stopGraceMs: 0, refreshIntervalMs: 60_000, retentionS: 86_400, maxResponseBytes: 1024 },
@@ -76,6 +76,24 @@ async function setup(rec: WebhookRecord): Promise<{ d: Dispatcher; timers: FakeT
 }
 
 describe('webhook dispatcher', () => {
+  it('logs a database that stays away once, then at most once a minute, not at every poll', async () => {
+    const warns: Array<{ msg: string; suppressed?: number }> = [];
+    const log = {
+      warn: (o: { suppressed?: number }, msg: string) => { warns.push({ msg, ...(o.suppressed !== undefined ? { suppressed: o.suppressed } : {}) }); },
+      debug: () => undefined, info: () => undefined, error: () => undefined,
+    } as unknown as Logger;
+    const refused = async (): Promise<never[]> => { throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }); };
+    const { d, timers } = await setup(record(), { claim: refused, log });
+    await timers.advance(30_000);
+    const claims = warns.filter((w) => w.msg === 'webhook claim failed');
+    expect(claims).to.have.length(1);
+    expect(d.stats.dbErrors).to.be.greaterThan(10);
+    await timers.advance(31_000);
+    const later = warns.filter((w) => w.msg === 'webhook claim failed');
+    expect(later).to.have.length(2);
+    expect(later[1]?.suppressed).to.be.greaterThan(10);
+  });
+
   it('holds sensor.reading for max_linger_ms, then writes one batch', async () => {
     const { d, timers, inserted } = await setup(record());
     d.accept(reading('acme/plant1/a/line1/f/temperature', 20, 1));
