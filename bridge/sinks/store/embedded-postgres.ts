@@ -8,8 +8,8 @@
  * (default `nobody`) that owns the data directory.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, symlinkSync, chownSync, readdirSync, statSync, mkdtempSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, symlinkSync, chownSync, readdirSync, statSync, mkdtempSync, rmSync } from 'node:fs';
+import { dirname, join, relative, resolve, basename } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import pg from 'pg';
@@ -105,12 +105,17 @@ function chownTree(dir: string, uid: number, gid: number): void {
   }
 }
 
-/** Unix socket paths are limited to ~107 bytes; fall back to a private temp folder when the data dir is deep. */
-function socketDir(dataDir: string): string {
+/**
+ * Unix socket paths are limited to ~107 bytes; fall back to a private temp folder when the data dir is deep
+ * (created only when `create`; removed again when the server we started stops).
+ */
+function socketDir(dataDir: string, create: boolean): string {
   const preferred = join(dataDir, 'run');
   if (Buffer.byteLength(join(preferred, '.s.PGSQL.65535')) < 100) return preferred;
-  return mkdtempSync(join(tmpdir(), 'uns-pg-'));
+  return create ? mkdtempSync(join(tmpdir(), TEMP_RUN_PREFIX)) : '';
 }
+
+const TEMP_RUN_PREFIX = 'uns-pg-';
 
 function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
@@ -146,21 +151,26 @@ export async function startPostgres(opts: PostgresProcessOptions): Promise<Postg
   // Parents stay traversable (the server may run as another user); the cluster folder itself is private.
   mkdirSync(dirname(dataDir), { recursive: true });
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const runDir = opts.runDir !== undefined ? resolve(opts.runDir) : socketDir(dataDir);
   const port = opts.port ?? 0;
   // The port number also names the unix socket file; keep a stable one for socket-only mode.
   const sockPort = port > 0 ? port : 5432;
-  const url = urlFor(runDir, port);
 
   const pidFile = join(dataDir, 'postmaster.pid');
   if (existsSync(pidFile)) {
-    const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+    // postmaster.pid: pid, data dir, start time, port, socket folder, ... The socket folder is where the
+    // running server listens (a temp folder when the data dir is too deep for a socket path).
+    const lines = readFileSync(pidFile, 'utf8').split('\n');
+    const pid = Number(lines[0]);
+    const running = opts.runDir !== undefined ? resolve(opts.runDir) : (lines[4] ?? '').trim() || socketDir(dataDir, false);
+    const url = urlFor(running, port);
     if (pid > 0 && pidAlive(pid) && await canConnect(url)) {
       // Our previous process died without stopping its server (kill -9): adopt it, the data is intact.
       log.warn({ pgPid: pid, dataDir }, 'adopting a PostgreSQL server left running by an earlier process');
-      return handle(url, runDir, pid, true, undefined);
+      return handle(url, running, pid, true, undefined);
     }
   }
+  const runDir = opts.runDir !== undefined ? resolve(opts.runDir) : socketDir(dataDir, true);
+  const url = urlFor(runDir, port);
   throwIfAborted(opts.signal);
 
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
@@ -283,6 +293,8 @@ function handle(url: string, runDir: string, pid: number, adopted: boolean, chil
       process.kill(pid, mode === 'fast' ? 'SIGINT' : 'SIGQUIT');
       await done;
       if (!child) exitedNow(null, null);
+      // A temp socket folder (deep data dir) is ours to remove once its server is gone for good.
+      if (dirname(runDir) === resolve(tmpdir()) && basename(runDir).startsWith(TEMP_RUN_PREFIX)) rmSync(runDir, { recursive: true, force: true });
     },
   };
 }
