@@ -26,17 +26,15 @@ export type WriteOutcome = 'committed' | 'already-applied';
 /** A batch written item by item: which items the database refused as data (set aside as rejections). */
 export interface IsolatedWrite {
   readonly outcome: WriteOutcome;
-  readonly refused: ReadonlyArray<{ readonly index: number; readonly error: Error }>;
+  readonly refused: ReadonlyArray<{ readonly index: number; readonly item: WriteItem; readonly error: Error }>;
 }
 
 export interface WriteOptions {
   /**
-   * Skip sample rows whose redelivery key is already stored for their topic within this many ms: a spool
-   * replay may hold the original of a message whose re-send was stored live meanwhile.
+   * Skip the samples of items marked `resendCheck` (possible re-sends) whose redelivery key is already stored
+   * for their topic within this many ms. Batches with no marked item are written as they are.
    */
   readonly dedupeWindowMs?: number | undefined;
-  /** With dedupeWindowMs: check only items marked `resendCheck` (a segment of this run). */
-  readonly dedupeMarkedOnly?: boolean | undefined;
   /**
    * writeIsolated only: the items are earlier store rejections being replayed (their rejection row ids, one
    * per item). An item that commits marks its row replayed in the same transaction (so it is applied once);
@@ -59,7 +57,7 @@ const PROBE_WRITE_SQL = `
   INSERT INTO spool_applied (segment) SELECT '' WHERE false ON CONFLICT DO NOTHING;
 `;
 
-type Refused = Array<{ index: number; error: Error }>;
+type Refused = Array<{ index: number; item: WriteItem; error: Error }>;
 
 export class PgStore {
   readonly pool: pg.Pool;
@@ -144,7 +142,7 @@ export class PgStore {
         } catch (e) {
           if (!isRowError(e)) throw e;
           await client.query('ROLLBACK TO SAVEPOINT item');
-          refused.push({ index: i, error: e as Error });
+          refused.push({ index: i, item, error: e as Error });
         }
       }
       const replayOf = opts.replayOf;
@@ -204,7 +202,7 @@ export class PgStore {
     known?: ReadonlyMap<string, number>): Promise<void> {
     await this.resolveTopics(client, items, fresh, known);
     const ids = (name: string): number => this.topicIds.get(name) ?? known?.get(name) ?? fresh.get(name) ?? 0;
-    await this.insertSamples(client, items, ids, opts.dedupeWindowMs, opts.dedupeMarkedOnly === true);
+    await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
     await this.upsertRetained(client, items);
     const rejections = items.flatMap((i) => (i.rejection ? [i.rejection] : []));
     if (rejections.length > 0) await this.insertRejectionRows(client, rejections, null);
@@ -234,14 +232,14 @@ export class PgStore {
     for (const row of r.rows) fresh.set(row.name, row.id);
   }
 
-  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number,
-    markedOnly = false): Promise<void> {
+  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<void> {
     const n = items.reduce((a, i) => a + i.samples.length, 0);
     if (n === 0) return;
     const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
     const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
     const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
-    const check = dedupeWindowMs === undefined ? null : new Array<boolean>(n);
+    // The twin check runs only where an item asks for it; every other batch takes the plain statement.
+    const check = dedupeWindowMs !== undefined && items.some(twinCheck) ? new Array<boolean>(n) : null;
     // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
     const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
     // Keys met earlier in this statement (its NOT EXISTS below cannot see rows the statement itself inserts).
@@ -249,7 +247,7 @@ export class PgStore {
     let k = 0;
     for (const item of items) {
       for (const s of item.samples) {
-        const ck = check !== null && s.src !== null && item.keyReused !== true && (!markedOnly || item.resendCheck === true);
+        const ck = check !== null && s.src !== null && twinCheck(item);
         if (seen !== null && s.src !== null) {
           const key = `${s.topic}\u0000${s.src}`;
           const t = seen.get(key);
@@ -395,4 +393,9 @@ export function storeRejection(item: WriteItem, error: Error): RejectionRow {
     time: item.receivedAt, topic, code: 'UNS_ERR_STORE_REJECTED', reason: describeDbError(error).slice(0, 2000),
     clientId: item.rejection?.clientId ?? null, payload: null,
   };
+}
+
+/** A possible re-send (not one known to reuse a freed packet id): its samples are checked for a stored twin. */
+function twinCheck(item: WriteItem): boolean {
+  return item.resendCheck === true && item.keyReused !== true;
 }

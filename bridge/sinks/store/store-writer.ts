@@ -14,7 +14,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../../../src/core/index.js';
 import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/index.js';
-import type { PgStore, WriteOptions } from './pg-store.js';
+import type { IsolatedWrite, PgStore, WriteOptions } from './pg-store.js';
 import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure, type SpooledSegment } from './spool.js';
 import { rowCount, type WriteBatch, type WriteItem } from './rows.js';
 
@@ -122,14 +122,14 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
   private probeTimer: unknown = null;
   private healthTimer: unknown = null;
   private holdTimer: unknown = null;
-  private probing = false;
   private replaying = false;
   private closing = false;
   private lowWaterWaiters: Array<() => void> = [];
   private idleWaiters: Array<() => void> = [];
   private readonly timers: Timers;
   private readonly log: Logger;
-  private readonly ownReplayOpts: WriteOptions;
+  /** Possible re-sends (items marked resendCheck) are written only if no twin is stored. */
+  private readonly writeOpts: WriteOptions;
   readonly stats: WriterStats = {
     state: 'healthy', outage: null, holding: null, queued: 0, inFlight: 0, committedItems: 0, committedRows: 0, spooledItems: 0,
     spoolSegments: 0, spoolBytes: 0, replayedSegments: 0, replay: null, storeRejected: 0, corruptSegments: 0, outages: 0, holds: 0,
@@ -140,7 +140,7 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     super();
     this.timers = opts.timers ?? realTimers;
     this.log = opts.log;
-    this.ownReplayOpts = { dedupeWindowMs: opts.dupWindowMs, dedupeMarkedOnly: true };
+    this.writeOpts = { dedupeWindowMs: opts.dupWindowMs };
     this.syncSpoolStats();
   }
 
@@ -233,27 +233,12 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     let durable = false;
     let refused: ReadonlyMap<number, Error> | undefined;
     if (this.stats.state === 'healthy') {
-      const items = batch.map((p) => p.item);
       try {
-        await this.commit({ items }, items.some(marked) ? this.ownReplayOpts : undefined);
+        const r = await this.commitSettingAside({ items: batch.map((p) => p.item) }, 'database refused a row: kept as a rejection');
+        refused = new Map(r.map((x) => [x.index, x.error]));
         durable = true;
       } catch (e) {
-        if (isRowError(e)) {
-          // One bad row must not cost the others: the same batch, one savepoint per item.
-          try {
-            const r = await this.store.writeIsolated({ items }, items.some(marked) ? this.ownReplayOpts : undefined);
-            refused = new Map(r.refused.map((x) => [x.index, x.error]));
-            durable = true;
-            this.stats.storeRejected += r.refused.length;
-            for (const x of r.refused) {
-              this.log.warn({ topic: storeTopic(batch[x.index]?.item), err: describeDbError(x.error) }, 'database refused a row: kept as a rejection');
-            }
-          } catch (e2) {
-            this.outage(e2);
-          }
-        } else {
-          this.outage(e);
-        }
+        this.outage(e);
       }
       if (durable) {
         this.emit('flush', batch.length, this.timers.now() - started);
@@ -297,16 +282,26 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     }
   }
 
-  /** A transaction that lost a race (deadlock, serialization) is run again, twice at most, before it counts as an outage. */
-  private async commit(batch: WriteBatch, opts?: WriteOptions): Promise<void> {
+  /**
+   * Commits the batch. If the database refuses a row as data, the batch is written again with one savepoint
+   * per item: the refused items are kept as rejections (returned), the others commit, so one bad row never
+   * costs the rest. A transaction that loses a race (deadlock, serialization) is run again, twice at most.
+   * Any other error is thrown: an outage.
+   */
+  private async commitSettingAside(batch: WriteBatch, refusedLog: string): Promise<IsolatedWrite['refused']> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.store.writeBatch(batch, opts);
-        return;
+        await this.store.writeBatch(batch, this.writeOpts);
+        return [];
       } catch (e) {
+        if (isRowError(e)) break;
         if (attempt >= 2 || !isTxConflict(e)) throw e;
       }
     }
+    const r = await this.store.writeIsolated(batch, this.writeOpts);
+    this.stats.storeRejected += r.refused.length;
+    for (const x of r.refused) this.log.warn({ topic: storeTopic(x.item), err: describeDbError(x.error) }, refusedLog);
+    return r.refused;
   }
 
   /** The spool could not take a batch: hold acknowledgements, try again on a timer. */
@@ -380,10 +375,10 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     if (every <= 0 || this.healthTimer !== null || this.closing) return;
     this.healthTimer = this.timers.setTimeout(() => {
       this.healthTimer = null;
-      if (this.stats.state !== 'healthy' || this.probing) { this.scheduleHealthCheck(); return; }
-      this.probing = true;
+      if (this.stats.state !== 'healthy') { this.scheduleHealthCheck(); return; }
+      // The next check is scheduled only once this one has answered, so checks never overlap.
       this.store.probeWrite().then(() => undefined, (e: unknown) => { if (!this.closing) this.outage(e); })
-        .finally(() => { this.probing = false; this.scheduleHealthCheck(); });
+        .finally(() => this.scheduleHealthCheck());
     }, every);
   }
 
@@ -470,19 +465,10 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     });
     const batch: WriteBatch = { items, segments: group.map((g) => g.segment), itemSegments };
     try {
-      await this.commit(batch, this.ownReplayOpts);
+      await this.commitSettingAside(batch, 'database refused a spooled row: kept as a rejection');
     } catch (e) {
-      if (!isRowError(e)) { this.outage(e); return false; }
-      try {
-        const r = await this.store.writeIsolated(batch, this.ownReplayOpts);
-        this.stats.storeRejected += r.refused.length;
-        for (const x of r.refused) {
-          this.log.warn({ err: describeDbError(x.error) }, 'database refused a spooled row: kept as a rejection');
-        }
-      } catch (e2) {
-        this.outage(e2);
-        return false;
-      }
+      this.outage(e);
+      return false;
     }
     for (const seg of group) this.spool.remove(seg.segment);
     return true;
@@ -492,11 +478,6 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
     if (this.closing) return;
     this.timers.setTimeout(() => { if (this.stats.state === 'healthy') void this.replay(); }, this.opts.probeIntervalMs);
   }
-}
-
-/** A possible re-send whose original may already be stored: written only if its key is not there yet. */
-function marked(item: WriteItem): boolean {
-  return item.resendCheck === true;
 }
 
 function storeTopic(item: WriteItem | undefined): string | undefined {

@@ -58,9 +58,9 @@ class FakeStore implements WriterStore {
     this.check();
     const items = this.fresh(batch);
     if (items.length === 0 && batch.segments !== undefined) return { outcome: 'already-applied', refused: [] };
-    const refused: Array<{ index: number; error: Error }> = [];
+    const refused: Array<{ index: number; item: WriteItem; error: Error }> = [];
     items.forEach((i, index) => {
-      if (i.samples[0]?.json === POISON) { refused.push({ index, error: sqlError('22P05') }); this.rejected.push(i.receivedAt); }
+      if (i.samples[0]?.json === POISON) { refused.push({ index, item: i, error: sqlError('22P05') }); this.rejected.push(i.receivedAt); }
       else this.rows.push(i.samples[0]?.num as number);
     });
     return { outcome: 'committed', refused };
