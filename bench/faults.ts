@@ -30,6 +30,7 @@ import { Spool, realSpoolFs, type SpoolFs } from '../bridge/sinks/store/spool.js
 import { LiteClient } from './mqtt-lite.js';
 import { Histogram, type LatencySummary } from './histogram.js';
 import { MemorySampler, postmasterPid, readProcFile, type MemoryPeaks, type ProcessRegistry, type Tracked } from './procs.js';
+import type { ServerLog } from './report.js';
 
 // --- what run.ts lends us -------------------------------------------------------------------------------------
 
@@ -42,22 +43,13 @@ export interface FaultServer {
   readonly logFile: string;
 }
 
-export interface FaultServerLog {
-  readonly file: string;
-  readonly warnings: number;
-  readonly errors: number;
-  readonly samples: readonly string[];
-  readonly exit: string;
-  readonly clean: boolean;
-}
-
 export interface FaultContext<S extends FaultServer> {
   readonly reg: ProcessRegistry;
   readonly progress: (msg: string) => void;
   readonly tempDir: (prefix: string) => string;
   readonly startUns: (name: string, databaseUrl: string | null, extraEnv?: Readonly<Record<string, string>>,
     opts?: { readonly dataDir?: string; readonly untilAnswering?: boolean }) => Promise<S>;
-  readonly stopUns: (s: S) => Promise<FaultServerLog>;
+  readonly stopUns: (s: S) => Promise<ServerLog>;
   readonly admin: { readonly username: string; readonly password: string };
   /** topics.yaml the servers run with (the spool is built with the same namespace). */
   readonly topicsFile: string;
@@ -114,7 +106,7 @@ export interface OutageResult {
   readonly check: ExactlyOnce;
   readonly rejections: number;
   readonly generatorLoopLagP99Ms: number;
-  readonly serverLog: FaultServerLog | null;
+  readonly serverLog: ServerLog | null;
 }
 
 export interface SpoolDrainResult {
@@ -142,7 +134,7 @@ export interface SpoolDrainResult {
   readonly spoolApplied: number;
   readonly corrupt: number;
   readonly rejections: number;
-  readonly serverLog: FaultServerLog | null;
+  readonly serverLog: ServerLog | null;
 }
 
 export type FaultResult = OutageResult | SpoolDrainResult;
@@ -502,7 +494,7 @@ export async function outageScenario<S extends FaultServer>(ctx: FaultContext<S>
   const say = (m: string): void => ctx.progress(`${id}: ${m}`);
   const cluster = await startCluster(ctx, id);
   let server: S | null = null;
-  let serverLog: FaultServerLog | null = null;
+  let serverLog: ServerLog | null = null;
   let load: SequenceLoad | null = null;
   let poller: ReadyPoller | null = null;
   let sampler: MemorySampler | null = null;
@@ -644,7 +636,7 @@ export async function spoolDrainScenario<S extends FaultServer>(ctx: FaultContex
   const say = (m: string): void => ctx.progress(`${id}: ${m}`);
   const cluster = await startCluster(ctx, id);
   let server: S | null = null;
-  let serverLog: FaultServerLog | null = null;
+  let serverLog: ServerLog | null = null;
   let poller: ReadyPoller | null = null;
   let sampler: MemorySampler | null = null;
   try {
@@ -741,7 +733,7 @@ function twoColumns(title: string, rows: ReadonlyArray<readonly [string, string]
 
 const rssSeries = (pts: readonly RssPoint[]): string => pts.map((p) => `${p.s}s ${p.mb.toFixed(0)}`).join(', ');
 
-function serverNote(l: FaultServerLog | null): string[] {
+function serverNote(l: ServerLog | null): string[] {
   return l ? [`  server: ${l.warnings} warnings, ${l.errors} errors, ${l.exit}${l.samples.length ? `; e.g. ${l.samples.join(' | ')}` : ''} (${l.file})`] : [];
 }
 
