@@ -105,6 +105,19 @@ describe('store sink', () => {
     expect(writer.items).to.have.length(2);
   });
 
+  it('forgets the oldest keys beyond its bound, but never a key remembered again since', () => {
+    sink = new StoreSink({ writer: writer as unknown as StoreWriter, dupWindowMs: 600_000, resendLagMs: 1_000, recentKeys: 3, stateSnapshot: () => null, onDurable: () => { durable++; } });
+    write(record({ packetId: 1 }));
+    write(record({ packetId: 2 }));
+    write(record({ packetId: 1, at: T0 + 1 })); // key 1 again (reused id): its newer entry takes a new slot
+    write(record({ packetId: 3 })); // the ring wraps: key 1's first slot goes, its newer entry stays
+    write(record({ packetId: 4 })); // key 2's slot goes
+    writer.settle();
+    sink.connectionClosed(1, T0 + 10);
+    expect(write(record({ packetId: 1, connection: 2, at: T0 + 20 }))).to.equal('duplicate');
+    expect(write(record({ packetId: 2, connection: 2, at: T0 + 20 }))).to.equal('written');
+  });
+
   it('marks a possible re-send it does not remember, for the store to check against what it has', () => {
     write(record({ maybeResend: true }));
     expect(writer.items[0]?.resendCheck).to.equal(true);
