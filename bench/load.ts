@@ -17,6 +17,7 @@ import { performance, monitorEventLoopDelay } from 'node:perf_hooks';
 import { LiteClient } from './mqtt-lite.js';
 import { Histogram, type LatencySummary } from './histogram.js';
 import { areaOf, topicsFor } from './topics.js';
+import { EdgeFrames } from './sparkplug-frames.js';
 
 export interface LoadConfig {
   readonly label: string;
@@ -40,6 +41,11 @@ export interface LoadConfig {
    * measure latency to the microsecond.
    */
   readonly stampValue?: boolean;
+  /**
+   * Sparkplug B instead of JSON: each publisher is an edge node with this many devices of this many Double
+   * metrics; it sends its births, then DDATA (every metric by alias) device after device.
+   */
+  readonly sparkplug?: { readonly devices: number; readonly metrics: number };
 }
 
 export interface LoadResult {
@@ -111,8 +117,10 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     nextId = 1;
     nextTopic = 0;
     acked = 0;
+    readonly frames: EdgeFrames | null;
 
     constructor(readonly index: number) {
+      this.frames = cfg.sparkplug ? new EdgeFrames(index, cfg.sparkplug.devices, cfg.sparkplug.metrics) : null;
       this.topics = topicsFor(index, cfg.topicsPerPublisher).map((t) => Buffer.from(t, 'utf8'));
       this.values = this.topics.map((_, j) => 20 + ((index * 7 + j * 13) % 60));
       this.client = new LiteClient(
@@ -122,8 +130,11 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     }
 
     send(startedAt: number): void {
-      const id = this.nextId;
-      this.nextId = id === 65_535 ? 1 : id + 1;
+      if (this.frames !== null) {
+        const f = this.frames.next(epochNow());
+        this.sendRaw(f.topic, f.payload, startedAt);
+        return;
+      }
       const j = this.nextTopic;
       this.nextTopic = j + 1 === this.topics.length ? 0 : j + 1;
       let value: string;
@@ -137,11 +148,17 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
         value = v.toFixed(2);
       }
       const payload = `{"value": ${value}, "timestamp": ${epochNow().toFixed(3)}, "quality": "good"}`;
+      this.sendRaw(this.topics[j] as Buffer, payload, startedAt);
+    }
+
+    sendRaw(topic: Buffer, payload: string | Buffer, startedAt: number): void {
+      const id = this.nextId;
+      this.nextId = id === 65_535 ? 1 : id + 1;
       this.sentAt[id] = startedAt;
       this.inflight++;
       totalSent++;
       if (phase === 'measure') windowSent++;
-      this.client.publishQos1(this.topics[j] as Buffer, id, payload);
+      this.client.publishQos1(topic, id, payload);
     }
 
     /** Rate mode: a publish is due at `scheduledAt`; send it now if the window has room, else queue it. */
@@ -212,6 +229,10 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
   if (first) await first.client.connect();
   for (let i = 1; i < pubs.length; i += 50) await Promise.all(pubs.slice(i, i + 50).map((p) => p.client.connect()));
   emit({ event: 'connected', publishers: pubs.length, topics: pubs.length * cfg.topicsPerPublisher });
+  // Sparkplug: every node's births, acknowledged (stored), before any DATA.
+  for (const p of pubs) for (const b of p.frames?.births ?? []) p.sendRaw(b.topic, b.payload, performance.now());
+  const birthsBy = performance.now() + 60_000;
+  while (pubs.some((p) => p.inflight > 0 && p.client.isOpen) && performance.now() < birthsBy) await sleep(20);
 
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
   phase = 'warmup';
@@ -267,7 +288,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     event: 'result',
     label: cfg.label,
     publishers: pubs.length,
-    topics: pubs.length * cfg.topicsPerPublisher,
+    topics: pubs.length * (cfg.sparkplug ? cfg.sparkplug.devices * cfg.sparkplug.metrics : cfg.topicsPerPublisher),
     window: cfg.window,
     rate: cfg.rate,
     measuredS: Math.round(measuredMs) / 1000,

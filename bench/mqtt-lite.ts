@@ -132,7 +132,8 @@ export class LiteClient {
    * One QoS 1 PUBLISH, encoded straight into one buffer. `payload` must be ASCII (written as latin1).
    * Writes made in one turn of the event loop leave in one TCP segment where they fit.
    */
-  publishQos1(topic: Buffer, packetId: number, payload: string): void {
+  /** A string payload is written as latin1 (the bench's JSON is ASCII); a Buffer as is. */
+  publishQos1(topic: Buffer, packetId: number, payload: string | Buffer): void {
     const socket = this.socket;
     if (socket === null || this.closed) return;
     const remaining = 2 + topic.length + 2 + payload.length;
@@ -144,7 +145,8 @@ export class LiteClient {
     off += topic.copy(buf, off);
     buf.writeUInt16BE(packetId, off);
     off += 2;
-    buf.write(payload, off, 'latin1');
+    if (typeof payload === 'string') buf.write(payload, off, 'latin1');
+    else payload.copy(buf, off);
     if (!this.corked) {
       this.corked = true;
       socket.cork();

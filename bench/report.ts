@@ -177,6 +177,13 @@ export function notes(results: readonly ScenarioResult[]): string[] {
       bits.push(`  rows: ${p.windowRows} in the window (${p.windowS} s); ${p.rowsAdded} over the run; ` +
         `acked but not stored: ${p.lost}; stored but not acked: ${p.unackedButStored}; rejections: ${p.rejections}`);
     }
+    if (r.id === 'sparkplug') {
+      const json = results.find((x) => x.id === 'uns-embedded');
+      const perMsg = r.persisted && l.totalAcked > 0 ? Math.round(r.persisted.rowsAdded / l.totalAcked) : null;
+      const metricsPerS = r.persisted?.perS ?? null;
+      bits.push(`  sparkplug: ${l.ackedPerS} DDATA msg/s acked x ${perMsg ?? '?'} metrics = ${metricsPerS ?? '-'} metrics/s decoded and stored` +
+        (json && metricsPerS !== null ? `; ${(metricsPerS / json.load.ackedPerS).toFixed(2)}x uns-embedded's JSON msgs/s (${json.load.ackedPerS}) in this run` : ''));
+    }
     if (l.rate > 0) bits.push(`  rate mode: ${l.deferred} publishes waited for a window slot (longest queue ${l.maxBacklog}); ${l.backlogUnsent} left unsent at the end`);
     bits.push(`  load generator: ${l.loadCpuPct}% CPU, event-loop lag p99 ${l.loopLagP99Ms} ms`);
     if (l.connectionErrors.length > 0) bits.push(`  connection errors (${l.connectionErrors.length}): ${l.connectionErrors.slice(0, 3).join('; ')}`);

@@ -4,6 +4,9 @@
  *   1. bare-aedes     Aedes with no auth, hooks or store: the ceiling
  *   2. uns-pg         uns-bridge on a throwaway Debian PostgreSQL cluster (TimescaleDB when installed)
  *   3. uns-embedded   uns-bridge with no database URL: its embedded PostgreSQL
+ *   3b. sparkplug     uns-bridge (embedded store) as a Sparkplug host: BENCH_SP_NODES edge nodes (100) x
+ *                     BENCH_SP_DEVICES devices (10) x BENCH_SP_METRICS Double metrics (50), births then DDATA by
+ *                     alias: metrics/s decoded and stored, and their ratio to uns-embedded's JSON msgs/s
  *   4. uns-pg-rate    uns-bridge + PostgreSQL at a steady BENCH_RATE msgs/s (default 10,000)
  *   5. ws-fanout      as uns-pg-rate (no MQTT subscriber), plus BENCH_WS_CLIENTS WebSocket stream clients
  *                     (ws-load.ts, its own process) on acme/#, acme/<site>/# and acme/<site>/<area>/#:
@@ -57,7 +60,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 export type ReadId = 'read-ts' | 'read-pg';
 
@@ -85,6 +88,9 @@ const settings = {
   outageSeconds: intEnv('BENCH_OUTAGE_SECONDS', 60, 1),
   spoolSegments: intEnv('BENCH_SPOOL_SEGMENTS', 100_000, 1),
   drainTimeoutS: intEnv('BENCH_DRAIN_TIMEOUT', 360, 10),
+  spNodes: intEnv('BENCH_SP_NODES', 100, 1),
+  spDevices: intEnv('BENCH_SP_DEVICES', 10, 1),
+  spMetrics: intEnv('BENCH_SP_METRICS', 50, 1),
   scenarios: new Set<ScenarioId>(
     (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
       if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`BENCH_SCENARIOS: unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
@@ -251,8 +257,10 @@ interface ScenarioTarget {
   readonly store: string | null;
   readonly rate: number;
   readonly auth: boolean;
-  /** Overrides of the load generator's configuration (ws-fanout). */
+  /** Overrides of the load generator's configuration (ws-fanout, sparkplug). */
   readonly load?: Partial<LoadConfig>;
+  /** Sample rows each acknowledged publish stores (1; a Sparkplug payload one per metric). */
+  readonly rowsPerMessage?: number;
   /** Every event line of the load generator (measure-start/-end carry the payload clock's epoch). */
   readonly onEvent?: (ev: { readonly event?: string; readonly epoch?: number }) => void;
 }
@@ -315,9 +323,10 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
       const windowRows = s?.rows && e?.rows ? e.rows.samples - s.rows.samples : 0;
       const windowS = s?.rows && e?.rows ? (e.rows.at - s.rows.at) / 1000 : load.measuredS;
       const rowsAdded = after.samples - before.samples;
+      const ackedRows = load.totalAcked * (t.rowsPerMessage ?? 1);
       persisted = {
         windowRows, windowS: Math.round(windowS * 1000) / 1000, perS: Math.round(windowRows / windowS), rowsAdded,
-        lost: Math.max(0, load.totalAcked - rowsAdded), unackedButStored: Math.max(0, rowsAdded - load.totalAcked),
+        lost: Math.max(0, ackedRows - rowsAdded), unackedButStored: Math.max(0, rowsAdded - ackedRows),
         rejections: after.rejections - before.rejections,
       };
     }
@@ -334,7 +343,8 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
   }
 }
 
-async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | null, rate: number): Promise<ScenarioResult> {
+async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | null, rate: number,
+  extra: Pick<ScenarioTarget, 'load' | 'rowsPerMessage'> = {}): Promise<ScenarioResult> {
   progress(`${id}: starting uns-bridge (${databaseUrl === null ? 'embedded PostgreSQL' : 'external PostgreSQL'})`);
   const server = await startUns(id, databaseUrl);
   let serverLog: ServerLog | null = null;
@@ -344,7 +354,7 @@ async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | n
     const store = await describeStore(dbUrl, server.timescale);
     progress(`${id}: ready (store: ${databaseUrl === null ? 'embedded ' : ''}${store})`);
     const r = await runLoad({
-      id, name, port: server.mqttPort, serverPid: server.proc.pid, dbUrl, rate, auth: true,
+      id, name, port: server.mqttPort, serverPid: server.proc.pid, dbUrl, rate, auth: true, ...extra,
       store: `${databaseUrl === null ? 'embedded ' : ''}${store}`,
       pgRoot: () => (databaseUrl === null ? postmasterPid(pgDir) : testPg ? postmasterPid(join(testPg.dir, 'data')) : null),
     });
@@ -570,6 +580,10 @@ async function main(): Promise<void> {
   };
   if (pg1) await attempt('uns-pg', results, () => inDatabase(pg1, 'bench_pg', (url) => unsScenario('uns-pg', 'uns-bridge + PostgreSQL', url, 0)));
   await attempt('uns-embedded', results, () => unsScenario('uns-embedded', 'uns-bridge + embedded store', null, 0));
+  await attempt('sparkplug', results, () => unsScenario('sparkplug', 'uns-bridge as Sparkplug host + embedded store', null, 0, {
+    load: { publishers: settings.spNodes, subscribe: false, sparkplug: { devices: settings.spDevices, metrics: settings.spMetrics } },
+    rowsPerMessage: settings.spMetrics,
+  }));
   if (pg1) await attempt('uns-pg-rate', results, () => inDatabase(pg1, 'bench_rate', (url) => unsScenario('uns-pg-rate', `uns-bridge + PostgreSQL at ${settings.rate}/s`, url, settings.rate)));
   if (pg1) await attempt('ws-fanout', results, () => inDatabase(pg1, 'bench_ws', (url) => wsScenario(url)));
   if (pg1) await attempt('read-ts', reads, () => inDatabase(pg1, 'bench_read', (url) => readScenario('read-ts', pg1, url)));
