@@ -17,6 +17,11 @@ export { ApiTokenStore, type ApiTokenInfo } from './sinks/store/api-tokens.js';
 export { LiveHub } from './sinks/live/hub.js';
 export { liveSink } from './sinks/live/live-sink.js';
 export { rulesSink } from './rules/rules-sink.js';
+export { sessionEventsSink } from './sinks/session-sink.js';
+export { SparkplugHost, REBIRTH_METRIC, type HostOptions, type HostStats, type NodeView, type RebirthOutcome } from './sparkplug/host.js';
+export { commandValue, encodeCommand, type CommandMetric, type CommandValue } from './sparkplug/commands.js';
+export { SparkplugMapper } from './sparkplug/mapper.js';
+export { republishSink, normalisedJson } from './sparkplug/republish-sink.js';
 export {
   WebhookService, sensorReadingSink, EVENT_CATALOG, ENVELOPE_SCHEMA, catalogEntry, redactHeaders, isValidSecret,
   verifyStandard, verifySimple, verifyHexHmac, inAllowlist,

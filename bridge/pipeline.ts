@@ -112,6 +112,6 @@ function message(d: Draft): UnsMessage {
   const r = d.record;
   return {
     id: `${bootId}-${(seq++).toString(36)}`, topic: r.topic, path: d.path, encoding: route.encoding, route: route.name,
-    points: d.points, source: r.source, receivedAt: r.receivedAt, store: route.store,
+    points: d.points, source: r.source, receivedAt: r.receivedAt, store: route.store, session: d.session,
   };
 }

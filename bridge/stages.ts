@@ -6,7 +6,7 @@
  */
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from '../src/core/index.js';
-import { isRejection, rejection, type InboundRecord, type Isa95Path, type JsonValue, type Point, type Rejection } from '../src/core/index.js';
+import { isRejection, rejection, type InboundRecord, type Isa95Path, type JsonValue, type Point, type Rejection, type SessionChange } from '../src/core/index.js';
 import type { Namespace, RouteSpec } from '../src/core/index.js';
 import { decodeValuePayload } from './decode/envelope.js';
 import type { SparkplugDecoder } from './decode/sparkplug.js';
@@ -24,12 +24,14 @@ export interface Draft {
   document: JsonValue | undefined;
   /** A piece of server state this message changed, to be stored with it (Sparkplug alias tables). */
   stateKey: string | undefined;
+  /** Set by decode for a Sparkplug BIRTH or DEATH. */
+  session: SessionChange | undefined;
 }
 
 export type Stage = (d: Draft) => Rejection | null;
 
 export function draftOf(record: InboundRecord): Draft {
-  return { record, route: undefined, path: null, points: [], document: undefined, stateKey: undefined };
+  return { record, route: undefined, path: null, points: [], document: undefined, stateKey: undefined, session: undefined };
 }
 
 /** Runs the stages in order; the first rejection ends the run. */
@@ -88,7 +90,11 @@ export function decodeStage(opts: Pick<StageOptions, 'sparkplug' | 'limits' | 'l
       if (r.kind !== 'metrics') return null;
       d.points = r.points;
       // Births and deaths change the alias tables a restart must get back.
-      if (r.birth !== undefined || r.death === true) d.stateKey = 'sparkplug';
+      if (r.birth !== undefined || r.death === true) {
+        d.stateKey = 'sparkplug';
+        const certificate = r.messageType === 'DDEATH' ? undefined : { topic: `$sparkplug/certificates/${topic}`, payload };
+        d.session = { online: r.death !== true, group: r.group, edge: r.edge, device: r.device, certificate };
+      }
       if (r.warning) {
         opts.onSparkplugWarning?.();
         opts.log.info({ topic, code: r.warning.code, reason: r.warning.reason }, 'sparkplug warning');

@@ -299,9 +299,9 @@ export class UnsBroker {
    * Deliver a message that entered through another door (HTTP publish) to MQTT subscribers, as the
    * server. It has already been authorised and stored; retain is honoured.
    */
-  publishFromServer(topic: string, payload: Buffer, retain: boolean): Promise<void> {
+  publishFromServer(topic: string, payload: Buffer, retain: boolean, qos: 0 | 1 = 1): Promise<void> {
     return new Promise((res, rej) => {
-      this.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false } as PublishPacket, (e?: Error) => (e ? rej(e) : res()));
+      this.aedes.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false } as PublishPacket, (e?: Error) => (e ? rej(e) : res()));
     });
   }
 

@@ -13,7 +13,7 @@ import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
-import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink } from '../bridge/index.js';
+import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink, sessionEventsSink, SparkplugHost, SparkplugMapper, republishSink } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
 import { ReadQueries } from '../bridge/index.js';
@@ -41,6 +41,7 @@ export interface RunningServer {
   readonly events: EventBus;
   readonly webhooks: WebhookService;
   readonly rules: RuleService;
+  readonly sparkplug: SparkplugHost;
   readiness(): ReadinessReport;
   stop(): Promise<void>;
 }
@@ -111,7 +112,16 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     probe: async () => { await openStore(); await store.probeWrite(); },
   });
   undo.push(() => writer.close());
-  const sparkplug = new SparkplugDecoder({ maxBytes: config.payload.maxBytes });
+  // The Sparkplug host: told by the decoder what to act on, publishing through the broker built below.
+  const host = new SparkplugHost({
+    ...config.sparkplug, log: log.child({ component: 'sparkplug' }),
+    publish: (topic, payload, retain, qos) => broker.publishFromServer(topic, payload, retain, qos),
+  });
+  const sparkplug = new SparkplugDecoder({
+    maxBytes: config.payload.maxBytes, maxFutureMs: config.sparkplug.maxFutureMs, listener: host,
+    topics: new SparkplugMapper(namespace.sparkplugMap, (t) => namespace.checkLevels(t)),
+  });
+  host.attach(sparkplug);
   const pipeline = new Pipeline({
     namespace, schemas, sparkplug, writer, limits: config.payload, dupWindowMs: config.store.dupWindowMs, resendLagMs: config.store.resendLagMs,
     log: log.child({ component: 'pipeline' }),
@@ -187,9 +197,14 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     topicLimits: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels }, log: log.child({ component: 'webhooks' }),
   });
   pipeline.addSink(sensorReadingSink((t) => webhooks.wants(t), (e) => events.emit(e)));
+  pipeline.addSink(sessionEventsSink((e) => events.emit(e)));
+  pipeline.addSink(host.sink());
+  // Sparkplug metrics mapped into the ISA-95 namespace reach plain MQTT subscribers as JSON on their topic.
+  pipeline.addSink(republishSink((topic, payload) => broker.publishFromServer(topic, payload, false, 1),
+    (topic, e) => log.warn({ topic, err: e.message }, 'mapped Sparkplug metric not republished')));
   const clientEvent = (type: 'device.online' | 'device.offline') => (c: { id: string }): void => {
     const now = Date.now();
-    events.emit({ id: eventId(now), type, occurredAt: now, data: { client_id: c.id, username: (c as { uns?: { username?: string } }).uns?.username ?? null } });
+    events.emit({ id: eventId(now), type, occurredAt: now, data: { source: 'mqtt', client_id: c.id, username: (c as { uns?: { username?: string } }).uns?.username ?? null } });
   };
   broker.aedes.on('clientReady', clientEvent('device.online'));
   broker.aedes.on('clientDisconnect', clientEvent('device.offline'));
@@ -204,6 +219,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     spoolBytes: () => writer.stats.spoolBytes, backpressureHolds: () => pipeline.stats.backpressureHolds,
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
     committedRows: () => writer.stats.committedRows,
+    sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,
@@ -230,7 +246,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     log: log.child({ component: 'api' }), readiness, auth: apiAuth, tokens, validator: new RequestValidator(openapi), openapi,
     namespace, queries: new ReadQueries(store.pool, () => store.timescale.enabled), hub, metrics, events, pool: store.pool, rules,
     ingest: { sources: ingestSources, dedup: new IngestDedupStore(store.pool) }, publish, now: () => Date.now(),
-    webhooks,
+    webhooks, sparkplug: host,
     limits: { bodyBytes: 1_048_576, topic: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels } },
   };
   const stream = createStreamServer(deps);
@@ -244,12 +260,15 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     else if (path === '/ws/datapoints/stream') stream.handleUpgrade(req, socket, head);
     else socket.destroy();
   });
+  // STATE online before any edge traffic is accepted; offline first thing on stop (pushed after the broker).
+  await host.online();
   await new Promise<void>((res, rej) => {
     http.once('error', rej);
     http.listen(config.http.port, config.http.host, () => { http.off('error', rej); res(); });
   });
   const mqttAddr = await broker.listenTcp(config.mqtt.port, config.mqtt.host);
   undo.push(() => broker.close());
+  undo.push(() => host.offline());
   const httpPort = (http.address() as AddressInfo).port;
 
   const retentionTimer = setInterval(() => {
@@ -265,7 +284,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
 
   return {
     config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
-    webhooks,
+    webhooks, sparkplug: host,
     async stop() {
       if (stopping) return;
       stopping = true;

@@ -2,7 +2,8 @@
  * Host-side Sparkplug session state: each edge node's and device's metric definitions from its last birth
  * (alias tables), sequence numbers and bdSeq, and their snapshot form, stored so a restart gets them back.
  */
-import type { SparkplugMetricDefinition, SparkplugSnapshotMetric, SparkplugWarning } from './sparkplug.js';
+import type { Isa95Path } from '../../src/core/index.js';
+import type { MappedTopic, SparkplugMetricDefinition, SparkplugSnapshotMetric, SparkplugWarning } from './sparkplug.js';
 import { ConvertError, datatypeName, seqOf, type WirePayload } from './sparkplug-wire.js';
 
 // ------------------------------------------------------------------------------------------------ state
@@ -11,10 +12,16 @@ export interface MetricDef {
   readonly name: string;
   readonly datatype: number;
   readonly alias?: number | bigint | undefined;
+  /** Where its points go (decided once, at BIRTH); '' for bdSeq, which is bookkeeping. */
+  readonly topic: string;
+  /** ISA-95 levels of a mapped topic, else null. */
+  readonly path: Isa95Path | null;
 }
 
 export interface Scope {
   online: boolean;
+  /** When the current BIRTH arrived (epoch ms; null when restored from a snapshot). */
+  bornAt?: number | null;
   /** In BIRTH order, for snapshots. */
   readonly defs: MetricDef[];
   readonly byName: Map<string, MetricDef>;
@@ -26,9 +33,14 @@ export interface NodeState extends Scope {
   readonly edge: string;
   /** bdSeq of the NBIRTH that opened the current session. */
   readonly bdSeq: number | bigint | null;
-  /** Last seq seen from this node (0..255). */
+  /** Highest seq seen from this node (0..255, wrapping). */
   seq: number;
   readonly devices: Map<string, Scope>;
+  /** Sequence numbers skipped by a gap and not yet arrived (the host's reorder window). */
+  readonly missing: Set<number>;
+  bornAt: number | null;
+  /** When the last NDEATH arrived (epoch ms), or null. */
+  diedAt: number | null;
 }
 
 export function newScope(defs: MetricDef[]): Scope | ConvertError {
@@ -65,7 +77,8 @@ export function exactFromString(s: string): number | bigint {
   return b >= -9007199254740991n && b <= 9007199254740991n ? Number(b) : b;
 }
 
-export function restoreScope(raw: Record<string, unknown>): Scope | string {
+/** `topicOf`: a metric's topic now (the map may have changed since the snapshot was taken). */
+export function restoreScope(raw: Record<string, unknown>, topicOf: (name: string) => MappedTopic | ConvertError): Scope | string {
   if (typeof raw['online'] !== 'boolean') return 'online';
   if (!Array.isArray(raw['metrics'])) return 'metrics';
   const defs: MetricDef[] = [];
@@ -75,7 +88,9 @@ export function restoreScope(raw: Record<string, unknown>): Scope | string {
     }
     const alias = m['alias'];
     if (alias !== undefined && !(typeof alias === 'string' && /^\d{1,20}$/.test(alias))) return 'metric alias';
-    defs.push({ name: m['name'], datatype: m['datatype'], alias: alias === undefined ? undefined : exactFromString(alias) });
+    const t = m['name'] === 'bdSeq' ? { topic: '', path: null } : topicOf(m['name']);
+    if (t instanceof ConvertError) return `metric "${m['name']}": ${t.reason}`;
+    defs.push({ name: m['name'], datatype: m['datatype'], alias: alias === undefined ? undefined : exactFromString(alias), topic: t.topic, path: t.path });
   }
   const scope = newScope(defs);
   if (scope instanceof ConvertError) return scope.reason;
@@ -83,17 +98,35 @@ export function restoreScope(raw: Record<string, unknown>): Scope | string {
   return scope;
 }
 
-/** The seq field as 0..255, or -1 when absent or out of range. */
-export function advanceSeq(node: NodeState, payload: WirePayload): SparkplugWarning | undefined {
+/** Gaps wider than this are not a few lost or overtaken messages but a new sequence: nothing is awaited. */
+const MAX_AWAITED = 64;
+
+export interface SeqResult {
+  readonly warning: SparkplugWarning;
+  /** A gap opened (the numbers between are now awaited). */
+  /** `awaited`: the skipped numbers may still come (a gap wider than MAX_AWAITED is a lost stream). */
+  readonly gap?: { readonly expected: number; readonly got: number; readonly awaited: boolean } | undefined;
+}
+
+/**
+ * One message's seq against the node's [tck-id-payloads-sequence-num-incrementing]: the next number is
+ * expected; a later one opens a gap whose numbers are awaited (a message overtaken in flight arrives
+ * within the Reorder Timeout [tck-id-operational-behavior-host-reordering-start]); an awaited one closes
+ * its part of the gap [tck-id-operational-behavior-host-reordering-success].
+ */
+export function advanceSeq(node: NodeState, payload: WirePayload): SeqResult | undefined {
   const seq = seqOf(payload);
   if (seq < 0) {
     // [tck-id-payloads-sequence-num-always-included]
-    return { code: 'UNS_ERR_SPARKPLUG_STATE', reason: 'seq missing or not in 0..255' };
+    return { warning: { code: 'UNS_ERR_SPARKPLUG_STATE', reason: 'seq missing or not in 0..255' } };
   }
+  if (node.missing.delete(seq)) return undefined;
   const expected = (node.seq + 1) & 0xff;
   node.seq = seq;
-  if (seq !== expected) return { code: 'UNS_ERR_SPARKPLUG_STATE', reason: `sequence gap: expected ${expected}, got ${seq}` };
-  return undefined;
+  if (seq === expected) return undefined;
+  const skipped = (seq - expected) & 0xff;
+  if (skipped <= MAX_AWAITED) for (let i = 0; i < skipped; i++) node.missing.add((expected + i) & 0xff);
+  return { warning: { code: 'UNS_ERR_SPARKPLUG_STATE', reason: `sequence gap: expected ${expected}, got ${seq}` }, gap: { expected, got: seq, awaited: skipped <= MAX_AWAITED } };
 }
 
 /** The bdSeq metric's integer value, or undefined. */

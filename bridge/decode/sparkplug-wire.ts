@@ -54,6 +54,8 @@ export interface WireMetric extends WireValueHolder {
   readonly timestamp?: U64;
   readonly datatype?: number;
   readonly isNull?: boolean;
+  readonly isHistorical?: boolean;
+  readonly isTransient?: boolean;
   readonly properties?: WirePropertySet | null;
   readonly bytesValue?: Uint8Array | null;
   readonly datasetValue?: WireDataSet | null;

@@ -13,6 +13,7 @@ import { publishRouter } from './routes/publish.js';
 import { eventsRouter } from './routes/events.js';
 import { webhooksRouter } from './routes/webhooks.js';
 import { rulesRouter } from './routes/rules.js';
+import { sparkplugRouter } from './routes/sparkplug.js';
 import { ingestRouter } from './routes/ingest.js';
 import { sendJson } from './json.js';
 
@@ -61,6 +62,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(eventsRouter(deps));
   app.use(webhooksRouter(deps));
   app.use(rulesRouter(deps));
+  app.use(sparkplugRouter(deps));
 
   app.use((_req, _res, next) => next(new ApiError('UNS_ERR_NOT_FOUND', 'no such endpoint')));
   app.use(errorHandler(deps.log));

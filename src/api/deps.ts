@@ -12,6 +12,7 @@ import type { EventBus } from '../core/index.js';
 import type { WebhookService } from '../../bridge/index.js';
 import type { RuleService } from '../../bridge/index.js';
 import type { IngestDedupStore, IngestSource } from '../../bridge/index.js';
+import type { SparkplugHost } from '../../bridge/index.js';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -37,6 +38,8 @@ export interface ApiDeps {
   readonly webhooks?: WebhookService;
   /** Threshold rules (routes/rules.ts). */
   readonly rules: RuleService;
+  /** The Sparkplug host application: edge node sessions, rebirth requests and commands (routes/sparkplug.ts). */
+  readonly sparkplug: SparkplugHost;
   /** Signed inbound ingest sources from topics.yaml, and the delivery ids already processed (routes/ingest.ts). */
   readonly ingest: { readonly sources: ReadonlyMap<string, IngestSource>; readonly dedup: IngestDedupStore };
   /**

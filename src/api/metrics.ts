@@ -16,6 +16,8 @@ export interface MetricSources {
   mqttClients(): number;
   committedRows(): number;
   /** The store writer's condition, for the outage and hold gauges and counters. */
+  /** The Sparkplug host's counters. */
+  sparkplug?(): { births: number; deaths: number; staleMarks: number; seqGaps: number; staleDeaths: number; rebirthsRequested: number; rebirthsSuppressed: number; commandsSent: number; nodesOnline: number };
   store?(): { degraded: boolean; holding: boolean; outages: number; holds: number; refused: number; corrupt: number; spoolSegments: number; replayLeft: number };
 }
 
@@ -61,6 +63,18 @@ export class Metrics {
       counterFrom('uns_store_spool_corrupt_segments_total', 'Spool segments that did not read back whole (moved to corrupt/).', () => store().corrupt);
       gaugeFrom('uns_store_spool_segments', 'Segments in the outage spool.', () => store().spoolSegments);
       gaugeFrom('uns_store_replay_remaining_segments', 'Segments left in the replay under way.', () => store().replayLeft);
+    }
+    const sp = src.sparkplug;
+    if (sp) {
+      counterFrom('uns_sparkplug_births_total', 'Sparkplug NBIRTH and DBIRTH messages stored.', () => sp().births);
+      counterFrom('uns_sparkplug_deaths_total', 'Sparkplug NDEATH and DDEATH messages stored.', () => sp().deaths);
+      counterFrom('uns_sparkplug_stale_marks_total', 'Metrics marked stale by a death.', () => sp().staleMarks);
+      counterFrom('uns_sparkplug_seq_gaps_total', 'Sequence gaps seen (each opens a Reorder Timeout).', () => sp().seqGaps);
+      counterFrom('uns_sparkplug_stale_deaths_total', 'NDEATHs ignored: their bdSeq was not the current session\'s.', () => sp().staleDeaths);
+      counterFrom('uns_sparkplug_rebirth_requests_total', 'NCMD Node Control/Rebirth requests sent.', () => sp().rebirthsRequested);
+      counterFrom('uns_sparkplug_rebirth_suppressed_total', 'Rebirths wanted but not sent (cooldown, or automatic rebirths off).', () => sp().rebirthsSuppressed);
+      counterFrom('uns_sparkplug_commands_total', 'NCMD/DCMD metric writes sent through the API.', () => sp().commandsSent);
+      gaugeFrom('uns_sparkplug_nodes_online', 'Edge nodes with a live session.', () => sp().nodesOnline);
     }
     this.flushSeconds = new Histogram({
       name: 'uns_store_flush_seconds', help: 'Time to commit one batch.', registers: reg,

@@ -60,6 +60,18 @@ export interface Config {
     /** Response bytes read per attempt; the delivery log keeps the first 1 KiB as the excerpt. */
     readonly maxResponseBytes: number;
   };
+  readonly sparkplug: {
+    /** The Sparkplug host id: STATE is published on spBv1.0/STATE/<hostId> (UNS_SPARKPLUG_HOST_ID). */
+    readonly hostId: string;
+    /** After a sequence gap, how long missing messages may still arrive before a rebirth is requested. */
+    readonly reorderTimeoutMs: number;
+    /** Ask edge nodes to rebirth (NCMD Node Control/Rebirth) on a gap, DATA before BIRTH or an unknown alias. */
+    readonly autoRebirth: boolean;
+    /** At most one rebirth request per edge node in this period. */
+    readonly rebirthCooldownMs: number;
+    /** Metric timestamps further ahead of the server clock than this are refused. */
+    readonly maxFutureMs: number;
+  };
   readonly ingest: {
     /** UNS_INGEST_SECRET_* variables, named by topics.yaml `ingest[].secretEnv`. Never logged or echoed. */
     readonly secrets: Readonly<Record<string, string>>;
@@ -85,6 +97,7 @@ export const DEFAULTS: Config = {
     rotationGraceS: 86_400, maxQueued: 100_000, stopGraceMs: 2_000, refreshIntervalMs: 5_000, retentionS: 30 * 86_400,
     maxResponseBytes: 4_096,
   },
+  sparkplug: { hostId: 'uns-bridge', reorderTimeoutMs: 2_000, autoRebirth: true, rebirthCooldownMs: 10_000, maxFutureMs: 600_000 },
   ingest: { secrets: {}, allowLiteralSecrets: false },
 };
 
@@ -113,6 +126,7 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_WEBHOOK_POLL_MS', 'webhooks.pollIntervalMs', 'int'],
   ['UNS_WEBHOOK_CLAIM_BATCH', 'webhooks.claimBatch', 'int'],
   ['UNS_WEBHOOK_DISABLE_AFTER_S', 'webhooks.disableAfterS', 'int'],
+  ['UNS_SPARKPLUG_HOST_ID', 'sparkplug.hostId', 'string'],
 ];
 
 /** Keys whose values are never echoed in an error. */

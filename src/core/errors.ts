@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   UNS_ERR_PAYLOAD_ENVELOPE: 'The JSON envelope has a bad timestamp, quality or unit',
   UNS_ERR_SCHEMA_VIOLATION: "The payload breaks its route's JSON Schema",
   UNS_ERR_SPARKPLUG_STATE: 'Sparkplug state error: DATA before BIRTH, unknown alias, sequence gap or stale DEATH',
+  UNS_ERR_SPARKPLUG_METRIC: 'A Sparkplug metric is not in its BIRTH, changes its BIRTH datatype, or has a name that cannot be a topic level',
+  UNS_ERR_TIMESTAMP_RANGE: "A timestamp is before 2000-01-01 or further ahead of the server's clock than allowed",
   UNS_ERR_STORE_REJECTED: 'The store refused the row (kept in the rejections table)',
   // HTTP and WebSocket (JSON body {"error": {"code", "message"}})
   UNS_ERR_BAD_REQUEST: 'The request (query, body or message) is malformed or fails its schema (400)',

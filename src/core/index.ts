@@ -12,6 +12,7 @@ export * from './passwords.js';
 export * from './paths.js';
 export * from './payload-schemas.js';
 export * from './secrets.js';
+export * from './sparkplug-map.js';
 export * from './topic-filter.js';
 export * from './topics.js';
 export * from './write-access.js';

@@ -6,8 +6,11 @@ import type { ErrorCode } from './errors.js';
 
 export type Encoding = 'json' | 'number' | 'string' | 'sparkplugb' | 'raw';
 
-/** OPC-style quality. Absent on the wire means good. */
-export type Quality = 'good' | 'uncertain' | 'bad';
+/**
+ * OPC-style quality. Absent on the wire means good. 'stale': the source went away (a Sparkplug NDEATH or
+ * DDEATH); the last value is kept but is no longer current.
+ */
+export type Quality = 'good' | 'uncertain' | 'bad' | 'stale';
 
 /** A JSON value as decoded exactly: integers beyond 2^53 are kept as bigint, never rounded. */
 export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
@@ -23,6 +26,12 @@ export interface Point {
   readonly timestamp: number;
   readonly quality: Quality;
   readonly unit?: string | undefined;
+  /** Sparkplug is_historical: stored in history only; never the latest value, never fanned out live. */
+  readonly historical?: true | undefined;
+  /** Sparkplug is_transient: fanned out live, never stored. */
+  readonly transient?: true | undefined;
+  /** ISA-95 levels of this point's topic when they differ from its message's (Sparkplug metrics mapped into the namespace). */
+  readonly path?: Isa95Path | undefined;
 }
 
 /** ISA-95 equipment path taken from the topic's leading levels, as named in topics.yaml. */
@@ -68,6 +77,24 @@ export interface UnsMessage {
   readonly receivedAt: number;
   /** Persist to the store (route's `store`). */
   readonly store: boolean;
+  /**
+   * A Sparkplug session change: a BIRTH opened (online) or a DEATH closed (offline) an edge node or device.
+   * A death's points are its metrics marked 'stale' (value null): the store marks their latest values stale
+   * and keeps the values; live subscribers see the stale quality.
+   */
+  readonly session?: SessionChange | undefined;
+}
+
+export interface SessionChange {
+  readonly online: boolean;
+  readonly group: string;
+  readonly edge: string;
+  readonly device?: string | undefined;
+  /**
+   * The BIRTH (or NDEATH) as received, kept retained on `$sparkplug/certificates/<its topic>` so a client
+   * that subscribes later gets it without forcing a rebirth. DDEATH has none.
+   */
+  readonly certificate?: { readonly topic: string; readonly payload: Uint8Array } | undefined;
 }
 
 export interface Rejection {

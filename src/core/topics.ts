@@ -13,6 +13,7 @@ import { TopicMatcher, filterCovers, filtersOverlap, validateTopicFilter } from 
 import { parsePath, parseTemplate, type CompiledMapping, type FieldPath } from './ingest-mapping.js';
 import { NO_SOURCE, PATTERN_HINTS, describeAjvError, fail, getTopicsValidator, positionOf, yamlLocator, type Locator, type PathSeg, type Problem } from './topics-problems.js';
 import { checkFilterAgainstLevels, levelRule, makeCheckLevels } from './topic-levels.js';
+import { buildSparkplugMap, type RawSparkplugMapEntry, type SparkplugMapEntry } from './sparkplug-map.js';
 
 export interface LevelSpec {
   readonly name: string;
@@ -123,6 +124,8 @@ export interface Namespace {
   readonly rules: readonly RuleSpec[];
   /** Signed inbound HTTP ingest sources, in file order. */
   readonly ingest: readonly IngestSourceSpec[];
+  /** Where Sparkplug metrics live in the namespace (src/core/sparkplug-map.ts); the first match wins. */
+  readonly sparkplugMap: readonly SparkplugMapEntry[];
   /** The first route whose filter matches the topic. Never throws. */
   matchRoute(topic: string): RouteSpec | undefined;
   /** Checks the topic's leading levels against `levels`. Never throws. */
@@ -221,6 +224,7 @@ interface RawTopics {
   anonymous?: string | null;
   rules?: RawRule[];
   ingest?: RawIngest[];
+  sparkplug?: { map?: RawSparkplugMapEntry[] };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -361,6 +365,8 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
 
   const ruleSpecs = buildRules(raw.rules ?? [], add);
   const ingest = buildIngest(raw.ingest ?? [], roles, add);
+  const checkLevels = makeCheckLevels(levels);
+  const sparkplugMap = buildSparkplugMap(raw.sparkplug?.map ?? [], add, checkLevels);
 
   if (problems.length > 0) fail(file, problems, locate);
 
@@ -371,8 +377,8 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
   deepFreeze(ruleSpecs);
   deepFreeze(ingest);
 
+  deepFreeze(sparkplugMap);
   const matcher = new TopicMatcher<RouteSpec>(routes.map((r) => [r.filter, r] as const));
-  const checkLevels = makeCheckLevels(levels);
   return Object.freeze({
     file,
     version: 1 as const,
@@ -383,6 +389,7 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
     anonymousRole,
     rules: ruleSpecs,
     ingest,
+    sparkplugMap,
     matchRoute: (topic: string) => matcher.match(topic),
     checkLevels,
   });

@@ -38,6 +38,7 @@ export class LiveHub {
     if (this.subs.size === 0) return;
     const m = (this.matcher ??= new TopicMatcher([...this.subs].map(([id, s]) => [s.filter, id] as const), { cacheSize: 50_000 }));
     for (const p of msg.points) {
+      if (p.historical) continue; // late data for history: not a current value
       for (const id of m.matchAll(p.topic)) {
         const s = this.subs.get(id);
         if (!s) continue;

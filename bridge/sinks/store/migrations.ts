@@ -227,6 +227,26 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX rejections_code_time ON rejections (code, time DESC);
     `,
   },
+  {
+    version: 6,
+    name: 'sparkplug command audit',
+    sql: `
+      -- Every command the REST API was asked to send to a Sparkplug edge node or device (NCMD, DCMD, and
+      -- rebirth requests), once the caller was authenticated: who, to which node or device, which metrics,
+      -- and whether it was sent or refused (with the reason). A command is sent only after its row is written.
+      CREATE TABLE sparkplug_commands (
+        id            bigserial PRIMARY KEY,
+        at            timestamptz NOT NULL DEFAULT now(),
+        username      text NOT NULL,
+        group_id      text NOT NULL,
+        edge_node_id  text NOT NULL,
+        device_id     text,
+        metrics       jsonb NOT NULL,
+        result        text NOT NULL,
+        reason        text
+      );
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */

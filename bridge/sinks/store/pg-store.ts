@@ -52,6 +52,7 @@ const PROBE_WRITE_SQL = `
   INSERT INTO retained (topic, payload, qos) SELECT '', ''::bytea, 0 WHERE false ON CONFLICT (topic) DO UPDATE SET qos = EXCLUDED.qos;
   DELETE FROM retained WHERE false;
   INSERT INTO rejections (time, topic, code, reason) SELECT now(), '', '', '' WHERE false;
+  UPDATE last_values SET quality = 'stale' WHERE false;
   INSERT INTO state AS s (key, rev, value) SELECT '', 0, 'null'::jsonb WHERE false
     ON CONFLICT (key) DO UPDATE SET rev = EXCLUDED.rev WHERE s.rev < EXCLUDED.rev;
   INSERT INTO spool_applied (segment) SELECT '' WHERE false ON CONFLICT DO NOTHING;
@@ -203,6 +204,7 @@ export class PgStore {
     await this.resolveTopics(client, items, fresh, known);
     const ids = (name: string): number => this.topicIds.get(name) ?? known?.get(name) ?? fresh.get(name) ?? 0;
     await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
+    await this.markStale(client, items);
     await this.upsertRetained(client, items);
     const rejections = items.flatMap((i) => (i.rejection ? [i.rejection] : []));
     if (rejections.length > 0) await this.insertRejectionRows(client, rejections, null);
@@ -260,7 +262,7 @@ export class PgStore {
         if (check !== null) check[k] = ck;
         k++;
         const prev = latest.get(id);
-        if (!prev || prev.row.time <= s.time) latest.set(id, { row: s, receivedAt: item.receivedAt });
+        if (!s.hist && (!prev || prev.row.time <= s.time)) latest.set(id, { row: s, receivedAt: item.receivedAt });
       }
     }
     if (k === 0) return;
@@ -285,6 +287,7 @@ export class PgStore {
          AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}`,
       params,
     );
+    if (latest.size === 0) return;
     const lv = [...latest.entries()].sort((a, b) => a[0] - b[0]);
     // Replayed spool batches may be older than what is stored: never let an older value win.
     await client.query(
@@ -300,6 +303,23 @@ export class PgStore {
         numArray(lv.map(([, v]) => v.row.num)), textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)),
         textArray(lv.map(([, v]) => v.row.json)), textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
     );
+  }
+
+  /**
+   * Sparkplug DEATHs: the latest values of the metrics they end become 'stale', unless a value arrived after
+   * the death (a BIRTH replayed in the same batch). Rows locked in key order, as every other writer does.
+   */
+  private async markStale(client: pg.PoolClient, items: readonly WriteItem[]): Promise<void> {
+    for (const item of items) {
+      if (!item.stale || item.stale.topics.length === 0) continue;
+      await client.query(
+        `WITH l0 AS (SELECT l.topic_id FROM last_values l JOIN topics t ON t.id = l.topic_id
+                     WHERE t.name = ANY ($1::text[]) ORDER BY l.topic_id FOR UPDATE OF l)
+         UPDATE last_values l SET quality = 'stale' FROM l0
+         WHERE l.topic_id = l0.topic_id AND l.received_at <= to_timestamp($2 / 1000.0)`,
+        [item.stale.topics, item.receivedAt],
+      );
+    }
   }
 
   private async upsertRetained(client: pg.PoolClient, items: readonly WriteItem[]): Promise<void> {

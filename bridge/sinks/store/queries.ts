@@ -16,7 +16,7 @@ export interface Datapoint {
   readonly value: unknown;
   /** ISO-8601 source time. */
   readonly timestamp: string;
-  readonly quality: 'good' | 'uncertain' | 'bad';
+  readonly quality: Quality;
   readonly unit?: string | null;
 }
 
@@ -52,7 +52,7 @@ export const VALUE_SQL = `COALESCE(v_json, to_jsonb(v_num), to_jsonb(v_bool), to
   CASE WHEN v_bytes IS NOT NULL THEN jsonb_build_object('base64', encode(v_bytes, 'base64')) END)`;
 
 
-export type Quality = 'good' | 'uncertain' | 'bad';
+export type Quality = 'good' | 'uncertain' | 'bad' | 'stale';
 
 /** One stored topic: what the namespace browser shows. */
 export interface TopicInfo {

@@ -19,6 +19,8 @@ export interface SampleRow {
   readonly quality: string | null;
   /** Redelivery key (decimal int64) for QoS > 0 MQTT messages; see redelivery-key.ts. */
   readonly src: string | null;
+  /** Late data (Sparkplug is_historical): history only, never the latest value. */
+  readonly hist?: true | undefined;
 }
 
 export interface TopicMeta {
@@ -60,6 +62,8 @@ export interface WriteItem {
   readonly retained?: RetainedRow | undefined;
   readonly rejection?: RejectionRow | undefined;
   readonly state?: StateRow | undefined;
+  /** A source went away (Sparkplug DEATH): these topics' latest values, if not newer, become quality 'stale'. */
+  readonly stale?: { readonly topics: readonly string[] } | undefined;
   /** Arrival time (epoch ms) for last_values.received_at. */
   readonly receivedAt: number;
   /**

@@ -95,7 +95,7 @@ export class StoreSink {
     const key = redeliveryKey(record);
     let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key));
     if (stateKey !== undefined) item = { ...item, state: this.stateRow(stateKey) };
-    if (item.samples.length === 0 && !item.retained && !item.state) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
+    if (item.samples.length === 0 && !item.retained && !item.state && !item.stale) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     if (key !== null && record.source.connection !== undefined) return this.submitTracked(msg, record, item, key, answer);
     this.submit(record, item, answer, {}, msg);
     return 'written';

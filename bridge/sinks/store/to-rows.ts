@@ -66,32 +66,40 @@ function sample(p: Point, src: string | null): SampleRow {
       if (v instanceof Uint8Array) bytes = Buffer.from(v).toString('base64');
       else json = stringifyJson(v);
   }
+  if (p.historical) return { topic: p.topic, time: p.timestamp, num, text, bool, json, bytes, quality, src, hist: true };
   return { topic: p.topic, time: p.timestamp, num, text, bool, json, bytes, quality, src };
 }
 
-function retained(record: InboundRecord): RetainedRow | undefined {
+function retained(record: InboundRecord, msg: UnsMessage): RetainedRow | undefined {
+  const cert = msg.session?.certificate;
+  if (cert !== undefined) return { topic: cert.topic, payload: Buffer.from(cert.payload).toString('base64'), qos: 1 };
   if (!record.source.retain) return undefined;
   return { topic: record.topic, payload: Buffer.from(record.payload).toString('base64'), qos: record.source.qos };
 }
 
 export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null): WriteItem {
   const pts = msg.points;
-  if (pts.length === 1) {
+  if (msg.session?.online === false) {
+    // A DEATH: its points are the stale marks of the metrics it ends; the stored values stay.
+    return { samples: [], topics: [], stale: { topics: pts.map((p) => p.topic) }, retained: retained(record, msg), receivedAt: record.receivedAt };
+  }
+  if (pts.length === 1 && !pts[0]?.transient) {
     const p = pts[0] as Point;
     return {
-      samples: [sample(p, src)], topics: [{ name: p.topic, levels: msg.path, route: msg.route, unit: p.unit ?? null }],
-      retained: retained(record), receivedAt: record.receivedAt,
+      samples: [sample(p, src)], topics: [{ name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null }],
+      retained: retained(record, msg), receivedAt: record.receivedAt,
     };
   }
   const topics = new Map<string, TopicMeta>();
   const samples: SampleRow[] = [];
   for (const p of pts) {
+    if (p.transient) continue; // Sparkplug is_transient: live only
     samples.push(sample(p, src));
     if (!topics.has(p.topic)) {
-      topics.set(p.topic, { name: p.topic, levels: msg.path, route: msg.route, unit: p.unit ?? null });
+      topics.set(p.topic, { name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null });
     }
   }
-  return { samples, topics: [...topics.values()], retained: retained(record), receivedAt: record.receivedAt };
+  return { samples, topics: [...topics.values()], retained: retained(record, msg), receivedAt: record.receivedAt };
 }
 
 /** A zero-length retained publish deletes the retained message [MQTT-3.3.1-10]; it is not data. */

@@ -33,10 +33,19 @@ const READING = {
     topic: { type: 'string' },
     value: { description: 'number, string, boolean, JSON object/array; integers beyond 2^53 exact; bytes as {"base64"}' },
     timestamp: TS,
-    quality: { enum: ['good', 'uncertain', 'bad'] },
+    quality: { enum: ['good', 'uncertain', 'bad', 'stale'] },
     unit: { type: 'string' },
   },
 } as const;
+
+/** device.online / device.offline: an MQTT connection (source mqtt) or a Sparkplug session (source sparkplug). */
+const DEVICE = {
+  type: 'object', required: ['client_id'],
+  properties: {
+    source: { enum: ['mqtt', 'sparkplug'] }, client_id: { type: 'string' }, username: { type: ['string', 'null'] },
+    group_id: { type: 'string' }, edge_node_id: { type: 'string' }, device_id: { type: ['string', 'null'] },
+  },
+};
 
 const THRESHOLD = {
   type: 'object',
@@ -81,16 +90,16 @@ export const EVENT_CATALOG: readonly CatalogEntry[] = Object.freeze([
   },
   {
     name: 'device.online',
-    description: 'An MQTT client finished connecting.',
+    description: 'An MQTT client finished connecting (source mqtt), or a Sparkplug edge node or device was born (source sparkplug: NBIRTH/DBIRTH).',
     category: 'device', version: '1.0', batched: false, requires: { read: '$SYS/#' },
-    payload_schema: { type: 'object', required: ['client_id'], properties: { client_id: { type: 'string' }, username: { type: ['string', 'null'] } } },
+    payload_schema: DEVICE,
     example_payload: { client_id: 'line1-plc', username: 'line1-plc' },
   },
   {
     name: 'device.offline',
-    description: 'An MQTT client disconnected (cleanly, by error, by keepalive timeout or takeover).',
+    description: 'An MQTT client disconnected (source mqtt: cleanly, by error, by keepalive timeout or takeover), or a Sparkplug edge node or device died (source sparkplug: NDEATH/DDEATH; its metrics are now stale).',
     category: 'device', version: '1.0', batched: false, requires: { read: '$SYS/#' },
-    payload_schema: { type: 'object', required: ['client_id'], properties: { client_id: { type: 'string' }, username: { type: ['string', 'null'] } } },
+    payload_schema: DEVICE,
     example_payload: { client_id: 'line1-plc', username: 'line1-plc' },
   },
   {

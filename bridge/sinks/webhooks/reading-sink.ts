@@ -6,7 +6,8 @@ export function sensorReadingSink(wants: (type: 'sensor.reading') => boolean, em
   return {
     name: 'webhooks', when: 'durable',
     accept(m) {
-      if (!m.store || !wants('sensor.reading')) return;
+      // A DEATH's stale marks are not readings: it is told as device.offline (sessionEventsSink).
+      if (!m.store || m.session?.online === false || !wants('sensor.reading')) return;
       for (const p of m.points) {
         emit({ id: eventId(m.receivedAt), type: 'sensor.reading', occurredAt: m.receivedAt, topic: p.topic,
           data: { value: p.value, timestamp: p.timestamp, quality: p.quality, unit: p.unit } });

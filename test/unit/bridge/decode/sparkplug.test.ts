@@ -223,7 +223,14 @@ describe('sparkplug decoder', () => {
     nbirth(dec, { bdSeq: 3 });
     metrics(dbirth(dec, 'pump1', 1, [metric('Speed', 'Int32', 1, { alias: 100 })]));
     const r = metrics(ndeath(dec, 3));
-    expect(r).to.deep.include({ messageType: 'NDEATH', death: true, points: [] });
+    expect(r).to.deep.include({ messageType: 'NDEATH', death: true });
+    // [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-node-tags-stale] and -devices-tags-stale:
+    // every metric of the node and its devices (bdSeq aside), stale at the receive time, no value.
+    expect(r.points).to.deep.equal([
+      { topic: `spBv1.0/${G}/${E}/Node Control/Rebirth`, value: null, timestamp: NOW, quality: 'stale' },
+      { topic: `spBv1.0/${G}/${E}/Temperature`, value: null, timestamp: NOW, quality: 'stale' },
+      { topic: `spBv1.0/${G}/${E}/pump1/Speed`, value: null, timestamp: NOW, quality: 'stale' },
+    ]);
     expect(codeOf(ndata(dec, 2, [metric('Temperature', 'Double', 1)]))).to.equal('UNS_ERR_SPARKPLUG_STATE');
     expect(codeOf(ddata(dec, 'pump1', 2, [metric('Speed', 'Int32', 1)]))).to.equal('UNS_ERR_SPARKPLUG_STATE');
   });
@@ -233,7 +240,7 @@ describe('sparkplug decoder', () => {
     nbirth(dec);
     metrics(dbirth(dec, 'pump1', 1, [metric('Speed', 'Int32', 1)]));
     const death = dec.decode(`spBv1.0/${G}/DDEATH/${E}/pump1`, encode({ timestamp: NOW, seq: 2 }), NOW);
-    expect(metrics(death)).to.deep.include({ death: true, device: 'pump1' });
+    expect(metrics(death)).to.deep.include({ death: true, device: 'pump1', points: [{ topic: `spBv1.0/${G}/${E}/pump1/Speed`, value: null, timestamp: NOW, quality: 'stale' }] });
     expect(codeOf(ddata(dec, 'pump1', 3, [metric('Speed', 'Int32', 1)]))).to.equal('UNS_ERR_SPARKPLUG_STATE');
   });
 
@@ -262,17 +269,53 @@ describe('sparkplug decoder', () => {
     expect(codeOf(dec.decode(topic, encode({ timestamp: NOW, seq: 0, metrics: [metric('x', 'Int32', 0)] }), NOW))).to.equal('UNS_ERR_DECODE_SPARKPLUG');
   });
 
-  it('rejects metric names that are empty or hold U+0000', () => {
+  it('rejects metric names that cannot be topic levels: empty, U+0000, empty levels', () => {
     const dec = new SparkplugDecoder();
     nbirth(dec);
-    expect(codeOf(ndata(dec, 1, [metric('', 'Int32', 1)]))).to.equal('UNS_ERR_DECODE_SPARKPLUG');
-    expect(codeOf(ndata(dec, 2, [metric('a\u0000b', 'Int32', 1)]))).to.equal('UNS_ERR_DECODE_SPARKPLUG');
+    expect(codeOf(ndata(dec, 1, [metric('', 'Int32', 1)])), 'an empty name identifies nothing').to.equal('UNS_ERR_DECODE_SPARKPLUG');
+    for (const name of ['a\u0000b', 'a//b', '/a', 'a/']) {
+      const d2 = new SparkplugDecoder();
+      expect(codeOf(d2.decode(`spBv1.0/${G}/NBIRTH/${E}`, encode({ timestamp: NOW, seq: 0, metrics: [metric('bdSeq', 'Int64', 0), metric(name, 'Int32', 1)] }), NOW)), name)
+        .to.equal('UNS_ERR_SPARKPLUG_METRIC');
+    }
   });
 
-  it('keeps slashes in metric names in the point topic', () => {
+  it('keeps slashes in metric names as topic levels and percent-encodes +, # and %', () => {
+    const dec = new SparkplugDecoder();
+    nbirth(dec, { metrics: [metric('Motor/Speed', 'Int32', 1), metric('Tank+1#A%', 'Int32', 1)] });
+    expect(metrics(ndata(dec, 1, [metric('Motor/Speed', 'Int32', 1)])).points[0]?.topic).to.equal(`spBv1.0/${G}/${E}/Motor/Speed`);
+    expect(metrics(ndata(dec, 2, [metric('Tank+1#A%', 'Int32', 1)])).points[0]?.topic).to.equal(`spBv1.0/${G}/${E}/Tank%2B1%23A%25`);
+  });
+
+  it('[tck-id-topics-nbirth-metric-reqs] refuses DATA metrics missing from the BIRTH or changing its datatype', () => {
     const dec = new SparkplugDecoder();
     nbirth(dec);
-    expect(metrics(ndata(dec, 1, [metric('Motor/Speed', 'Int32', 1)])).points[0]?.topic).to.equal(`spBv1.0/${G}/${E}/Motor/Speed`);
+    expect(codeOf(ndata(dec, 1, [metric('Pressure', 'Double', 1)]))).to.equal('UNS_ERR_SPARKPLUG_METRIC');
+    expect(codeOf(ndata(dec, 2, [metric('Temperature', 'String', 'hot')]))).to.equal('UNS_ERR_SPARKPLUG_METRIC');
+    expect(metrics(ndata(dec, 3, [metric('Temperature', 'Double', 21)])).points[0]?.value).to.equal(21);
+  });
+
+  it('refuses timestamps before 2000 or beyond maxFutureMs with UNS_ERR_TIMESTAMP_RANGE', () => {
+    const dec = new SparkplugDecoder({ maxFutureMs: 60_000 });
+    nbirth(dec);
+    expect(codeOf(ndata(dec, 1, [metric('Temperature', 'Double', 1, { timestamp: 1_700_000_000 })])), 'seconds, not ms').to.equal('UNS_ERR_TIMESTAMP_RANGE');
+    expect(codeOf(ndata(dec, 2, [metric('Temperature', 'Double', 1, { timestamp: NOW + 60_001 })]))).to.equal('UNS_ERR_TIMESTAMP_RANGE');
+    expect(metrics(ndata(dec, 3, [metric('Temperature', 'Double', 1, { timestamp: NOW + 60_000 })])).points[0]?.timestamp).to.equal(NOW + 60_000);
+  });
+
+  it('[tck-id-operational-behavior-host-reordering-start] awaits the numbers a gap skipped; a late one closes its part; a wide gap asks a rebirth', () => {
+    const told: string[] = [];
+    const dec = new SparkplugDecoder({
+      listener: { gapOpened: (_g, _e, x, y) => told.push(`gap ${x}..${y}`), rebirthNeeded: (_g, _e, r) => told.push(`rebirth: ${r}`), staleDeath: () => told.push('stale death') },
+    });
+    nbirth(dec);
+    metrics(ndata(dec, 3, [metric('Temperature', 'Double', 1)]));
+    expect(dec.missing(G, E)).to.deep.equal([1, 2]);
+    metrics(ndata(dec, 2, [metric('Temperature', 'Double', 2)]));
+    expect(dec.missing(G, E)).to.deep.equal([1]);
+    metrics(ndata(dec, 4, [metric('Temperature', 'Double', 3)]));
+    metrics(ndata(dec, 200, [metric('Temperature', 'Double', 4)]));
+    expect(told).to.deep.equal(['gap 1..3', 'rebirth: sequence gap: expected 5, got 200']);
   });
 
   it('refuses payloads over maxBytes and more than maxMetrics metrics', () => {
