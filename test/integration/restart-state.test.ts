@@ -1,6 +1,6 @@
 /**
  * The namespace's state survives restarts: Sparkplug alias tables learnt from a BIRTH are restored, so
- * DATA sent with aliases only after a restart is still resolved.
+ * DATA sent with aliases only after a restart is still resolved, and the BIRTH is still offered retained.
  */
 import { expect } from 'chai';
 import sparkplugPayload from 'sparkplug-payload';
@@ -54,5 +54,21 @@ describe('restart state - Sparkplug alias tables', function () {
     expect(rows.map((r) => r['v_num'])).to.deep.equal([78.5, 79.25]);
     const rejected = await query(server.databaseUrl, `SELECT code FROM rejections WHERE topic LIKE 'spBv1.0/brewery/%'`);
     expect(rejected).to.deep.equal([]);
+  });
+
+  it('offers the BIRTH received before the restart, retained on $sparkplug/certificates/...', async () => {
+    const late = await connect(server.mqttPort, { clientId: 'cert-after-restart' });
+    try {
+      const got = new Promise<{ payload: Buffer; retain: boolean }>((res) => {
+        late.on('message', (topic, payload, packet) => { if (topic === '$sparkplug/certificates/spBv1.0/brewery/NBIRTH/edge7') res({ payload, retain: packet.retain }); });
+      });
+      await late.subscribeAsync('$sparkplug/certificates/spBv1.0/brewery/#', { qos: 1 });
+      const cert = await got;
+      expect(cert.retain).to.equal(true);
+      const birth = codec?.decodePayload(cert.payload);
+      expect(birth?.metrics?.find((m) => m.name === 'Kettle/Temperature')?.value).to.equal(78.5);
+    } finally {
+      late.end(true);
+    }
   });
 });
