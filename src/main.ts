@@ -20,6 +20,7 @@ import { ReadQueries } from '../bridge/index.js';
 import { LiveHub } from '../bridge/index.js';
 import { jwtSecret } from './core/index.js';
 import { createJwtVerifier } from './core/index.js';
+import { lockDataDir } from './core/index.js';
 import { EventBus } from './core/index.js';
 import { eventId } from './core/index.js';
 import { WebhookService, sensorReadingSink } from '../bridge/index.js';
@@ -59,6 +60,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 }
 
 async function start(config: Config, log: Logger, undo: Array<() => Promise<unknown>>): Promise<RunningServer> {
+  // One server per data dir, before anything in it is touched (its embedded database above all).
+  const lock = lockDataDir(config.dataDir);
+  undo.push(async () => lock.release());
   // Start-up throws early and clearly; nothing below runs with a bad namespace.
   const namespace = loadTopics(config.topicsFile);
   const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));

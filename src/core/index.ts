@@ -1,5 +1,6 @@
 export * from './acl.js';
 export * from './config.js';
+export * from './data-lock.js';
 export * from './db-errors.js';
 export * from './errors.js';
 export * from './events.js';
