@@ -29,6 +29,16 @@ export function csvField(s: string): string {
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
+/**
+ * A text cell (topic, unit, string value, quality): one starting with =, +, -, @, tab or CR would be run
+ * as a formula by a spreadsheet, so it is prefixed with ' (OWASP's CSV injection advice). Numbers and
+ * JSON values are not text cells and are left alone: -5 stays a number. (csv-stringify's escape_formulas
+ * cannot tell the two apart, so it would turn every negative reading into text.)
+ */
+export function csvText(s: string): string {
+  return csvField(/^[=+\-@\t\r]/.test(s) ? `'${s}` : s);
+}
+
 /** 2024-05-01T12:00:00.000Z -> 20240501T120000Z (milliseconds kept when not zero): safe in file names. */
 function fileTime(ms: number): string {
   const iso = new Date(ms).toISOString().replace(/[-:]/g, '');
@@ -77,13 +87,14 @@ export function exportRouter(deps: ApiDeps): Router {
       const topics = await deps.queries.topics(q.filter, (t) => p.perms.canRead(t));
       // Per-topic text is escaped once, not per row.
       const byId = new Map(topics.map((t) => [t.id, format === 'csv'
-        ? { topic: csvField(t.name), unit: csvField(t.unit ?? '') }
+        ? { topic: csvText(t.name), unit: csvText(t.unit ?? '') }
         : { topic: JSON.stringify(t.name), unit: t.unit === null ? 'null' : JSON.stringify(t.unit) }]));
       const line = format === 'csv'
         ? (row: ExportRow): string => {
           const t = byId.get(row[0]);
-          const value = row[3] ?? (row[2] === null ? '' : row[2]);
-          return `${isoFromMicros(Number(row[1]))},${t?.topic ?? ''},${csvField(value)},${row[4] === null ? 'good' : csvField(row[4])},${t?.unit ?? ''}\r\n`;
+          // row[3]: JSON of a number, boolean, object or array (never a formula); row[2]: a string value.
+          const value = row[3] !== null ? csvField(row[3]) : row[2] === null ? '' : csvText(row[2]);
+          return `${isoFromMicros(Number(row[1]))},${t?.topic ?? ''},${value},${row[4] === null ? 'good' : csvText(row[4])},${t?.unit ?? ''}\r\n`;
         }
         : (row: ExportRow): string => {
           const t = byId.get(row[0]);
