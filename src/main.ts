@@ -137,6 +137,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   // identity provider's public key configured.
   const verifyJwt = createJwtVerifier({
     secret, publicKey: config.auth.jwtPublicKey, algorithms: config.auth.jwtAlgorithms, clockToleranceS: config.auth.jwtClockToleranceS,
+    maxLifetimeS: config.auth.jwtMaxLifetimeS,
     knownRole: (r) => acl.hasRole(r),
   });
   const auth = new Authenticator({ users: () => users, anonymousRole: namespace.anonymousRole, acl, verifyJwt });

@@ -32,6 +32,8 @@ export interface Config {
   readonly auth: {
     readonly adminUser: string | null; readonly adminPassword: string | null; readonly jwtSecret: string | null;
     readonly jwtPublicKey: string | null; readonly jwtAlgorithms: readonly string[]; readonly jwtClockToleranceS: number;
+    /** Longest JWT lifetime accepted (UNS_JWT_MAX_LIFETIME_S). */
+    readonly jwtMaxLifetimeS: number;
   };
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   readonly webhooks: {
@@ -90,7 +92,7 @@ export const DEFAULTS: Config = {
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
     spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, resendLagMs: 120_000, retentionIntervalMs: 3_600_000 },
   payload: { maxBytes: 262_144, maxDepth: 32 },
-  auth: { adminUser: null, adminPassword: null, jwtSecret: null, jwtPublicKey: null, jwtAlgorithms: ['HS256'], jwtClockToleranceS: 5 },
+  auth: { adminUser: null, adminPassword: null, jwtSecret: null, jwtPublicKey: null, jwtAlgorithms: ['HS256'], jwtClockToleranceS: 5, jwtMaxLifetimeS: 86_400 },
   log: { level: 'info' },
   webhooks: {
     allowlist: '', workers: 32, pollIntervalMs: 1_000, claimBatch: 100, leaseMarginMs: 30_000, disableAfterS: 5 * 86_400,
@@ -120,6 +122,7 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_ADMIN_PASSWORD', 'auth.adminPassword', 'nullable-string'],
   ['UNS_JWT_SECRET', 'auth.jwtSecret', 'nullable-string'],
   ['UNS_JWT_PUBLIC_KEY', 'auth.jwtPublicKey', 'nullable-string'],
+  ['UNS_JWT_MAX_LIFETIME_S', 'auth.jwtMaxLifetimeS', 'int'],
   ['UNS_LOG_LEVEL', 'log.level', 'string'],
   ['UNS_WEBHOOK_ALLOWLIST', 'webhooks.allowlist', 'string'],
   ['UNS_WEBHOOK_WORKERS', 'webhooks.workers', 'int'],

@@ -3,7 +3,9 @@
  * lifetime rule and role rule whichever door a token comes through.
  *   - Keys: the server's own secret (the tokens /api/v1/auth/login issues, HS256), and an identity
  *     provider's public key when one is configured (with the configured algorithms, pinned).
- *   - `exp` is required, `sub` too; the clock tolerance is small and configured.
+ *   - `exp` is required, `sub` too; the clock tolerance is small and configured; a token may live at most
+ *     `maxLifetimeS` (from its `iat`, or from now when it has none): a stolen token good for ten years is
+ *     refused rather than trusted for ten years.
  *   - Roles the namespace does not know are dropped; a token left with no known role is refused.
  */
 import jwt, { type Algorithm } from 'jsonwebtoken';
@@ -16,6 +18,8 @@ export interface JwtVerifierOptions {
   /** Algorithms accepted with `publicKey`; without one, with `secret`. */
   readonly algorithms: readonly string[];
   readonly clockToleranceS: number;
+  /** Longest lifetime accepted (exp - iat, or exp - now without iat), in seconds. */
+  readonly maxLifetimeS: number;
   readonly knownRole: (role: string) => boolean;
   readonly now?: () => number;
 }
@@ -57,6 +61,8 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     }
     if (claims === undefined) return { failure: refusal };
     if (typeof claims.exp !== 'number') return { failure: 'token has no exp' };
+    const from = typeof claims.iat === 'number' ? claims.iat : Math.floor(now() / 1000);
+    if (claims.exp - from > opts.maxLifetimeS + opts.clockToleranceS) return { failure: `token lifetime exceeds ${opts.maxLifetimeS} s` };
     if (typeof claims.sub !== 'string' || claims.sub === '') return { failure: 'token has no sub' };
     const roles = Array.isArray(claims['roles']) ? (claims['roles'] as unknown[]).filter((r): r is string => typeof r === 'string' && opts.knownRole(r)) : [];
     if (roles.length === 0) return { failure: 'token grants no known role' };

@@ -85,6 +85,7 @@ describe('api - auth, tokens, publish, metrics', function () {
       ['an expired JWT', () => sign({ sub: 'admin', roles: ['admin'], exp: Math.floor(Date.now() / 1000) - 60 })],
       ['a not-yet-valid JWT', () => sign({ sub: 'admin', roles: ['admin'] }, { expiresIn: 3600, notBefore: 600 })],
       ['a JWT without exp', () => sign({ sub: 'admin', roles: ['admin'] })],
+      ['a JWT good for ten years (beyond auth.jwtMaxLifetimeS)', () => sign({ sub: 'admin', roles: ['admin'] }, { expiresIn: 10 * 365 * 86_400 })],
       // As on MQTT: a token that grants no role the namespace knows is refused, not let in with no permissions.
       ['a JWT granting only an unknown role', () => sign({ sub: 'admin', roles: ['superuser'] }, { expiresIn: 600 })],
       ['a JWT signed with another key', () => sign({ sub: 'admin', roles: ['admin'] }, { expiresIn: 600 }, 'another-key-that-is-also-long-enough-000')],

@@ -115,6 +115,7 @@ describe('mqtt security (one server for every area)', function () {
       ['an expired JWT', { username: 'line1-plc', password: token({ sub: 'line1-plc', roles: ['plc'] }, { expiresInS: -3_600 }) }],
       ['a JWT with alg none', { username: 'line1-plc', password: unsignedToken({ sub: 'line1-plc', roles: ['admin'], exp: Math.floor(Date.now() / 1000) + 300 }) }],
       ['a JWT without exp', { username: 'line1-plc', password: token({ sub: 'line1-plc', roles: ['plc'] }, { expiresInS: null }) }],
+      ['a JWT good for ten years (beyond auth.jwtMaxLifetimeS)', { username: 'line1-plc', password: token({ sub: 'line1-plc', roles: ['plc'] }, { expiresInS: 10 * 365 * 86_400 }) }],
       ['a JWT signed with another key', { username: 'line1-plc', password: token({ sub: 'line1-plc', roles: ['admin'] }, { key: 'another-secret-that-is-long-enough-987654' }) }],
       ['a JWT granting only an unknown role', { username: 'line1-plc', password: token({ sub: 'line1-plc', roles: ['superuser'] }) }],
     ] as const) {

@@ -11,8 +11,8 @@ const knownRole = (r: string): boolean => r === 'operator' || r === 'admin';
 const failure = (v: JwtVerdict): string | undefined => ('failure' in v ? v.failure : undefined);
 
 describe('jwt verifier (one for MQTT and HTTP)', () => {
-  const own = createJwtVerifier({ secret: SECRET, publicKey: null, algorithms: ['HS256'], clockToleranceS: 5, knownRole, now: () => NOW });
-  const withProvider = createJwtVerifier({ secret: SECRET, publicKey, algorithms: ['RS256'], clockToleranceS: 5, knownRole, now: () => NOW });
+  const own = createJwtVerifier({ secret: SECRET, publicKey: null, algorithms: ['HS256'], clockToleranceS: 5, maxLifetimeS: 86_400, knownRole, now: () => NOW });
+  const withProvider = createJwtVerifier({ secret: SECRET, publicKey, algorithms: ['RS256'], clockToleranceS: 5, maxLifetimeS: 86_400, knownRole, now: () => NOW });
 
   it("accepts the server's own tokens, keeping only the roles the namespace knows", () => {
     const v = own(jwt.sign({ sub: 'ana', roles: ['operator', 'ghost'], exp }, SECRET, { algorithm: 'HS256' }));
@@ -31,6 +31,8 @@ describe('jwt verifier (one for MQTT and HTTP)', () => {
     ['an expired token', () => jwt.sign({ sub: 'x', roles: ['admin'], exp: Math.floor(NOW / 1000) - 60 }, SECRET), /expired/],
     ['a not-yet-valid token', () => jwt.sign({ sub: 'x', roles: ['admin'], exp, nbf: Math.floor(NOW / 1000) + 60 }, SECRET), /not yet valid/],
     ['a token signed with another key', () => jwt.sign({ sub: 'x', roles: ['admin'], exp }, 'another-secret-that-is-long-enough-000'), /refused/],
+    ['a token living longer than the maximum (10 years from iat)', () => jwt.sign({ sub: 'x', roles: ['admin'], iat: NOW / 1000, exp: NOW / 1000 + 10 * 365 * 86_400 }, SECRET), /lifetime exceeds 86400 s/],
+    ['a token without iat whose exp is beyond the maximum from now', () => jwt.sign({ sub: 'x', roles: ['admin'], exp: NOW / 1000 + 2 * 86_400 }, SECRET, { noTimestamp: true }), /lifetime exceeds/],
     ['an alg=none token', () => jwt.sign({ sub: 'x', roles: ['admin'], exp }, '', { algorithm: 'none' }), /refused/],
   ] as const) {
     it(`refuses ${what}, on both doors alike`, () => {
@@ -38,6 +40,10 @@ describe('jwt verifier (one for MQTT and HTTP)', () => {
       expect(failure(withProvider(token()))).to.match(reason);
     });
   }
+
+  it('accepts a token living exactly the maximum', () => {
+    expect(own(jwt.sign({ sub: 'x', roles: ['admin'], iat: NOW / 1000, exp: NOW / 1000 + 86_400 }, SECRET))).to.include({ sub: 'x' });
+  });
 
   it('refuses an HS256 token forged with the public key as its secret (algorithm confusion)', () => {
     const b64 = (o: object): string => Buffer.from(JSON.stringify(o)).toString('base64url');
