@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig } from './core/index.js';
+import { loadConfig, unknownEnvNames } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { createLogger } from './core/index.js';
 import { loadTopics } from './core/index.js';
@@ -39,6 +39,9 @@ Usage:
   uns-bridge start                   run the server (configuration from UNS_* variables, see README)
   uns-bridge check [topics.yaml]     validate a namespace file and its payload schemas, then exit
   uns-bridge hash-password [pw]      print a scrypt hash for topics.yaml users (reads stdin if no argument)
+  uns-bridge user add NAME --role ROLE [--role ROLE ...]
+                                     create or update a user in the database (password from stdin); a
+                                     running server picks it up within seconds, no restart
   uns-bridge rejections replay [--topic PREFIX] [--dry-run]
                                      write again the rows the database refused (UNS_ERR_STORE_REJECTED),
                                      once their cause is fixed; each row is applied once
@@ -94,6 +97,24 @@ async function main(argv: string[]): Promise<void> {
       out(await hashPassword(pw));
       return;
     }
+    case 'user': {
+      const usage = 'usage: uns-bridge user add NAME --role ROLE [--role ROLE ...] (password on stdin)';
+      const name = rest[1];
+      if (rest[0] !== 'add' || name === undefined || name.startsWith('-')) throw new UnsError('UNS_ERR_CONFIG_INVALID', usage);
+      const roles = rest.flatMap((a, i) => (a === '--role' && rest[i + 1] !== undefined ? [rest[i + 1] as string] : []));
+      if (roles.length === 0) throw new UnsError('UNS_ERR_CONFIG_INVALID', usage);
+      const config = loadConfig();
+      const ns = loadTopics(config.topicsFile);
+      const unknown = roles.filter((r) => !ns.roles.has(r));
+      if (unknown.length > 0) throw new UnsError('UNS_ERR_CONFIG_INVALID', `unknown role ${unknown.join(', ')}; ${ns.file} defines ${[...ns.roles.keys()].join(', ')}`);
+      if (ns.users.has(name)) throw new UnsError('UNS_ERR_CONFIG_INVALID', `${name} is defined in ${config.topicsFile}; change it there`);
+      const pw = await readStdin();
+      if (pw.length < 8) throw new UnsError('UNS_ERR_CONFIG_INVALID', 'password must have at least 8 characters');
+      const hash = await hashPassword(pw);
+      await withStore(config, (store) => store.upsertUser(name, hash, roles));
+      out(`user ${name} saved with role${roles.length > 1 ? 's' : ''} ${roles.join(', ')}`);
+      return;
+    }
     case 'rejections': {
       if (rest[0] !== 'replay') throw new UnsError('UNS_ERR_CONFIG_INVALID', "usage: uns-bridge rejections replay [--topic PREFIX] [--dry-run]");
       const args = rest.slice(1);
@@ -111,6 +132,7 @@ async function main(argv: string[]): Promise<void> {
     case 'start': {
       const config = loadConfig();
       const log = createLogger(config.log.level);
+      for (const w of unknownEnvNames()) log.warn(w);
       const server = await startServer(config, log);
       let stopping = false;
       const stop = (signal: string): void => {

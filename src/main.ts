@@ -99,6 +99,12 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const adminHash = config.auth.adminUser !== null && config.auth.adminPassword !== null ? await hashPassword(config.auth.adminPassword) : null;
   if (adminHash !== null && config.auth.adminUser !== null) users.set(config.auth.adminUser, { username: config.auth.adminUser, passwordHash: adminHash, roles: ['admin'] });
 
+  // Users from the database (`uns-bridge user add`), beside those of topics.yaml, which win on a clash.
+  const reloadUsers = async (): Promise<void> => {
+    const stored = await store.loadUsers();
+    for (const [name] of users) if (!namespace.users.has(name) && !stored.some((u) => u.username === name)) users.delete(name);
+    for (const u of stored) if (!namespace.users.has(u.username)) users.set(u.username, u);
+  };
   // The database may be down at start-up: the server still starts (degraded, spooling) and opens the
   // store when it returns, rather than crash-looping.
   let storeOpen = false;
@@ -106,7 +112,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     if (storeOpen) return;
     await store.open();
     if (adminHash !== null && config.auth.adminUser !== null) await store.upsertUser(config.auth.adminUser, adminHash, ['admin']);
-    for (const u of await store.loadUsers()) if (!namespace.users.has(u.username)) users.set(u.username, u);
+    await reloadUsers();
     storeOpen = true;
   };
 
@@ -172,8 +178,21 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   });
   writer.start();
 
+  // A user added with the CLI while the server runs is known within seconds, without a restart.
+  const usersTimer = setInterval(() => {
+    if (storeOpen) reloadUsers().catch((e: Error) => log.debug({ err: e.message }, 'users not reloaded'));
+  }, 5_000);
+  usersTimer.unref();
+  undo.push(async () => clearInterval(usersTimer));
+  const nobody = (): string | null => (users.size === 0 && namespace.anonymousRole === null
+    ? 'no users: nobody can log in or connect with credentials; set UNS_ADMIN_USER and UNS_ADMIN_PASSWORD, or run `uns-bridge user add NAME --role admin`'
+    : null);
+  const warning = nobody();
+  if (warning !== null) log.error(warning);
+
   let stopping = false;
   const readiness = (): ReadinessReport => readinessReport({
+    users: { count: users.size, warning: nobody() },
     writer: writer.stats, storeOpen, timescale: store.timescale.enabled, stopping,
     broker: { clients: broker.connectedClients, held: broker.stats.held },
     embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,

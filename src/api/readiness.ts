@@ -12,6 +12,8 @@ export interface ReadinessParts {
   readonly broker: { readonly clients: number; readonly held: number };
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;
+  /** Users that can authenticate; a warning when there are none (and no anonymous role): everyone is locked out. */
+  readonly users: { readonly count: number; readonly warning: string | null };
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -35,6 +37,7 @@ export function readinessReport(p: ReadinessParts): ReadinessReport {
       broker: p.broker,
       backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
       embedded: p.embedded,
+      users: p.users,
     },
   };
 }

@@ -4,6 +4,7 @@
  * key, the value and the reason.
  */
 import { readFileSync } from 'node:fs';
+import { closest, distance } from 'fastest-levenshtein';
 import { join, resolve } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { parse as parseYaml } from 'yaml';
@@ -131,6 +132,24 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_WEBHOOK_DISABLE_AFTER_S', 'webhooks.disableAfterS', 'int'],
   ['UNS_SPARKPLUG_HOST_ID', 'sparkplug.hostId', 'string'],
 ];
+
+/** UNS_* names read elsewhere than ENV_KEYS (UNS_INGEST_SECRET_* too, by prefix). */
+const OTHER_ENV = ['UNS_CONFIG'];
+
+/**
+ * UNS_* variables this server does not read: most often a misspelling (UNS_MQTT_PROT), which would
+ * otherwise be ignored without a word. Each with the closest known name when one is near.
+ */
+export function unknownEnvNames(env: NodeJS.ProcessEnv = process.env): string[] {
+  const known = [...ENV_KEYS.map(([name]) => name), ...OTHER_ENV];
+  const out: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('UNS_') || known.includes(name) || name.startsWith('UNS_INGEST_SECRET_') || name.startsWith('UNS_TEST_')) continue;
+    const near = closest(name, known);
+    out.push(distance(name, near) <= 3 ? `${name} is not a uns-bridge variable (did you mean ${near}?)` : `${name} is not a uns-bridge variable`);
+  }
+  return out;
+}
 
 /** Keys whose values are never echoed in an error. */
 const SECRET_PATHS = new Set(['auth.adminPassword', 'auth.jwtSecret', 'database.url']);

@@ -8,7 +8,7 @@ const healthy: WriterStats = {
   lastFlushMs: 0, lastError: null,
 };
 const parts = (over: Partial<ReadinessParts> = {}, writer: Partial<WriterStats> = {}): ReadinessParts => ({
-  writer: { ...healthy, ...writer }, storeOpen: true, timescale: false, broker: { clients: 0, held: 0 }, embedded: null, stopping: false, ...over,
+  writer: { ...healthy, ...writer }, storeOpen: true, timescale: false, broker: { clients: 0, held: 0 }, embedded: null, stopping: false, users: { count: 1, warning: null }, ...over,
 });
 
 describe('readiness report', () => {
@@ -42,5 +42,11 @@ describe('readiness report', () => {
 
   it('says stopping while the server shuts down', () => {
     expect(readinessReport(parts({ stopping: true }))).to.include({ ready: false, status: 'stopping' });
+  });
+
+  it('says when no one can authenticate, without calling the server unready', () => {
+    const r = readinessReport(parts({ users: { count: 0, warning: 'no users: nobody can log in' } }));
+    expect(r.ready).to.equal(true);
+    expect(r.checks['users']).to.deep.equal({ count: 0, warning: 'no users: nobody can log in' });
   });
 });
