@@ -17,7 +17,7 @@ import type { InboundRecord } from '../src/core/index.js';
 import { REJECTED_PREFIX, deadLetter, type IngestFn } from '../src/core/index.js';
 import { checkWrite } from '../src/core/index.js';
 import type { TopicLimits } from '../src/core/index.js';
-import { validateTopicFilter } from '../src/core/index.js';
+import { filterCovers, validateTopicFilter } from '../src/core/index.js';
 import { guardFrames } from './frame-guard.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
 
@@ -227,7 +227,8 @@ export class UnsBroker {
    * is not keeping up: QoS 0 messages to it are dropped (and counted); a QoS > 0 delivery closes it, so it
    * resumes from its session on reconnect instead of growing the server's memory.
    */
-  private authorizeForward(client: UnsClient, packet: AedesPublishPacket): AedesPublishPacket | null {
+  private authorizeForward(client: UnsClient, sent: AedesPublishPacket): AedesPublishPacket | null {
+    const packet = sent.retain && sent.qos > 0 ? retainedAtGrantedQos(client, sent) : sent;
     const waiting = (client.conn as { writableLength?: number }).writableLength ?? 0;
     // Decide before writing: a write past the socket's high-water mark would make Aedes wait for 'drain',
     // and the publisher whose message it is would wait with it.
@@ -333,4 +334,20 @@ export class UnsBroker {
     await new Promise<void>((r) => this.aedes.close(() => r()));
     await tcpClosed;
   }
+}
+
+/**
+ * A retained message sent on SUBSCRIBE goes at the lower of its own QoS and the QoS granted to the
+ * subscriptions matching it (the highest of them when several overlap) [MQTT-3.8.4-6] [MQTT-3.3.5-1].
+ * Aedes downgrades only when a subscription's filter is the topic itself, so a QoS 0 wildcard subscriber
+ * would get a QoS 1 retained message at QoS 1. Live deliveries are already at their subscription's QoS.
+ */
+function retainedAtGrantedQos(client: UnsClient, packet: AedesPublishPacket): AedesPublishPacket {
+  const subs = (client as unknown as { subscriptions?: Record<string, { qos?: number }> }).subscriptions ?? {};
+  let granted = -1;
+  for (const [filter, s] of Object.entries(subs)) {
+    if ((s.qos ?? 0) > granted && filterCovers(filter, packet.topic)) granted = s.qos ?? 0;
+  }
+  if (granted < 0 || granted >= packet.qos) return packet;
+  return { ...packet, qos: granted as 0 | 1 | 2 };
 }

@@ -133,6 +133,20 @@ function contract(backend: Backend): void {
       sub.end(true);
     });
 
+    it('[MQTT-3.8.4-6] sends a retained message at the lower of its QoS and the granted QoS, also to wildcard subscribers', async () => {
+      const topic = 'acme/plant2/brewing/line2/kettle/note';
+      await publish(client, topic, JSON.stringify({ value: 'AUTO' }), { qos: 1, retain: true });
+      const got: Record<string, number> = {};
+      for (const [filter, qos] of [[topic, 0], ['acme/plant2/brewing/#', 0], ['acme/plant2/+/line2/kettle/note', 1]] as const) {
+        const sub = await connect(server.mqttPort);
+        const delivered = new Promise<number>((res) => sub.on('message', (_t, _p, pkt) => res(pkt.qos)));
+        await sub.subscribeAsync(filter, { qos });
+        got[filter] = await delivered;
+        sub.end(true);
+      }
+      expect(got).to.deep.equal({ [topic]: 0, 'acme/plant2/brewing/#': 0, 'acme/plant2/+/line2/kettle/note': 1 });
+    });
+
     it('reports ready on /ready and alive on /health', async () => {
       const ready = await fetch(`http://127.0.0.1:${server.httpPort}/ready`);
       expect(ready.status).to.equal(200);
