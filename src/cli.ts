@@ -135,14 +135,26 @@ async function main(argv: string[]): Promise<void> {
       for (const w of unknownEnvNames()) log.warn(w);
       const server = await startServer(config, log);
       let stopping = false;
-      const stop = (signal: string): void => {
+      const stop = (why: string, code = 0): void => {
         if (stopping) return;
         stopping = true;
-        log.info({ signal }, 'shutting down');
-        server.stop().then(() => process.exit(0), (e: Error) => { log.error({ err: e.message }, 'shutdown failed'); process.exit(1); });
+        log.info({ signal: why }, 'shutting down');
+        server.stop().then(() => process.exit(code), (e: Error) => { log.error({ err: e.message }, 'shutdown failed'); process.exit(1); });
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+      // SIGHUP (the terminal closed, or a HUP sent on purpose) stops gracefully: the namespace, users and
+      // certificates are read at start-up, so a restart applies changes. Never a silent death that would
+      // leave the embedded PostgreSQL running.
+      process.on('SIGHUP', () => stop('SIGHUP'));
+      // A bug that escapes every handler: said, then the same orderly stop (the store closes, the embedded
+      // PostgreSQL stops), exit code 1.
+      const fatal = (e: unknown): void => {
+        log.fatal({ err: e instanceof Error ? e.stack ?? e.message : String(e) }, 'unexpected error: stopping');
+        stop('fatal', 1);
+      };
+      process.on('uncaughtException', fatal);
+      process.on('unhandledRejection', fatal);
       return;
     }
     default:
