@@ -3,10 +3,17 @@
  * checked against a scrypt hash, or, when it is a JWT, verified with pinned algorithms and a required
  * `exp` (a token without an expiry is refused). Successful scrypt checks are remembered briefly, keyed by a
  * digest of the password, so reconnect storms do not queue hundreds of scrypt runs.
+ *
+ * Password guessing is throttled here, for MQTT CONNECT and HTTP login alike (rate-limiter-flexible, in
+ * memory): per (address, user) and per address. A check reserves a failure before the scrypt runs and gives
+ * it back on success, so a burst of wrong passwords in parallel cannot slip past the count. An unknown user
+ * name is checked against a dummy hash: it costs the same and fails the same, so answers do not tell which
+ * names exist.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { JwtVerifier } from '../src/core/index.js';
-import { verifyPassword } from '../src/core/index.js';
+import { hashPassword, verifyPassword } from '../src/core/index.js';
 import type { AccessControl, Permissions } from '../src/core/index.js';
 
 export interface UserRecord {
@@ -24,7 +31,20 @@ export interface Principal {
 
 export interface AuthFailure {
   readonly failure: string;
+  /** Throttled: how long before another try may succeed. */
+  readonly retryAfterS?: number;
 }
+
+export interface ThrottleLimits {
+  /** Failed password checks per (address, user) in `perUserWindowS`. */
+  readonly perUser: number;
+  readonly perUserWindowS: number;
+  /** Failed password checks per address in `perAddressWindowS`, whatever the user names. */
+  readonly perAddress: number;
+  readonly perAddressWindowS: number;
+}
+
+export const DEFAULT_THROTTLE: ThrottleLimits = Object.freeze({ perUser: 10, perUserWindowS: 60, perAddress: 100, perAddressWindowS: 600 });
 
 export interface AuthenticatorOptions {
   /** Looked up on every attempt, so users added at run time count at once. */
@@ -33,6 +53,7 @@ export interface AuthenticatorOptions {
   /** The server's one JWT verifier (src/core/jwt.ts), shared with the HTTP API. */
   readonly verifyJwt: JwtVerifier;
   readonly acl: AccessControl;
+  readonly throttle?: ThrottleLimits;
   readonly now?: () => number;
 }
 
@@ -46,12 +67,20 @@ function looksLikeJwt(s: string): boolean {
 export class Authenticator {
   private readonly verified = new Map<string, number>();
   private readonly now: () => number;
+  private readonly byUser: RateLimiterMemory;
+  private readonly byAddress: RateLimiterMemory;
+  /** Checked for unknown user names, so they cost a scrypt like known ones. */
+  private readonly dummyHash = hashPassword(randomBytes(18).toString('base64'));
 
   constructor(private readonly opts: AuthenticatorOptions) {
     this.now = opts.now ?? Date.now;
+    const t = opts.throttle ?? DEFAULT_THROTTLE;
+    this.byUser = new RateLimiterMemory({ points: t.perUser, duration: t.perUserWindowS });
+    this.byAddress = new RateLimiterMemory({ points: t.perAddress, duration: t.perAddressWindowS });
   }
 
-  async authenticate(username: string | undefined, password: Buffer | undefined): Promise<Principal | AuthFailure> {
+  /** `from`: the client's address (throttling is per address and per address and user). */
+  async authenticate(username: string | undefined, password: Buffer | undefined, from = ''): Promise<Principal | AuthFailure> {
     const pw = password?.toString('utf8');
     if (!username && !pw) {
       const role = this.opts.anonymousRole;
@@ -61,15 +90,31 @@ export class Authenticator {
     if (pw && looksLikeJwt(pw)) return this.fromJwt(username, pw);
     if (!username || !pw) return { failure: 'username and password required' };
     const user = this.opts.users().get(username);
-    if (!user) return { failure: 'unknown user or bad password' };
-    const key = `${username}\0${user.passwordHash}\0${createHash('sha256').update(pw).digest('base64')}`;
+    const key = user === undefined ? '' : `${username}\0${user.passwordHash}\0${createHash('sha256').update(pw).digest('base64')}`;
     const until = this.verified.get(key);
-    if (until === undefined || until < this.now()) {
-      if (!(await verifyPassword(pw, user.passwordHash))) return { failure: 'unknown user or bad password' };
-      if (this.verified.size >= CACHE_MAX) this.verified.clear();
-      this.verified.set(key, this.now() + CACHE_MS);
+    if (user !== undefined && until !== undefined && until >= this.now()) {
+      return { username, roles: user.roles, via: 'password', perms: this.opts.acl.forRoles(user.roles) };
     }
+    const userKey = `${from}\0${username}`;
+    const throttled = await this.reserve(userKey, from);
+    if (throttled !== null) return throttled;
+    const ok = await verifyPassword(pw, user?.passwordHash ?? (await this.dummyHash));
+    if (!ok || user === undefined) return { failure: 'unknown user or bad password' };
+    // Given back: only failures count.
+    await Promise.all([this.byUser.delete(userKey), this.byAddress.reward(from, 1)]);
+    if (this.verified.size >= CACHE_MAX) this.verified.clear();
+    this.verified.set(key, this.now() + CACHE_MS);
     return { username, roles: user.roles, via: 'password', perms: this.opts.acl.forRoles(user.roles) };
+  }
+
+  /** Takes one failure from both budgets before the check runs; null, or the refusal when one is spent. */
+  private async reserve(userKey: string, from: string): Promise<AuthFailure | null> {
+    const [u, a] = await Promise.allSettled([this.byUser.consume(userKey), this.byAddress.consume(from)]);
+    const spent = [u, a].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (spent.length === 0) return null;
+    for (const e of spent) if (!(e instanceof RateLimiterRes)) throw e;
+    const wait = Math.max(...spent.map((e) => (e as RateLimiterRes).msBeforeNext));
+    return { failure: 'too many failed logins', retryAfterS: Math.max(1, Math.ceil(wait / 1000)) };
   }
 
   private fromJwt(username: string | undefined, token: string): Principal | AuthFailure {

@@ -155,10 +155,11 @@ export class UnsBroker {
       refuse(client, cb, 2, 'empty client id requires a clean session [MQTT-3.1.3-8]');
       return;
     }
-    this.opts.auth.authenticate(username, password).then((r) => {
+    const from = (client.conn as { remoteAddress?: string }).remoteAddress ?? '';
+    this.opts.auth.authenticate(username, password, from).then((r) => {
       if (isFailure(r)) {
         bump(this.stats.connectsRefused, 'UNS_ERR_AUTH_FAILED');
-        this.log.info({ clientId: client.id, username, reason: r.failure }, 'connection refused');
+        this.log.info({ clientId: client.id, username, address: from, reason: r.failure }, 'connection refused');
         refuse(client, cb, 4, r.failure);
         return;
       }

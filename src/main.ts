@@ -255,10 +255,10 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const openapi = loadOpenApi();
   const apiAuth = new ApiAuth({
     acl, tokens, secret, algorithm: 'HS256', ttlS: 3600, verifyJwt,
-    checkPassword: async (username, password) => {
+    checkPassword: async (username, password, from) => {
       // Login takes passwords only: a JWT here would let a token renew itself forever.
       if (password.startsWith('eyJ')) return { failure: 'password required' };
-      const r = await auth.authenticate(username, Buffer.from(password));
+      const r = await auth.authenticate(username, Buffer.from(password), from);
       return 'failure' in r ? r : { username: r.username, roles: r.roles };
     },
   });
