@@ -321,6 +321,28 @@ describe('webhook outbox - the SQL conforms to the delivery state machine', func
     await conforms(h);
   });
 
+  it('a delivery left in flight to an endpoint disabled meanwhile is recovered and dead once its lease runs out, as the model says', async () => {
+    const h = await hook();
+    const inFlight = await add(h, T0);
+    const queued = await add(h, T0 + 10);
+    const [c] = await claim(h, T0);
+    expect(c?.id).to.equal(inFlight);
+    // An operator disables the endpoint; its worker crashed with the first delivery in flight.
+    const w = await store.get(h.id);
+    await pool.query(`UPDATE webhooks SET is_active = false, disabled_reason = 'operator' WHERE id = $1`, [h.id]);
+    await pool.query(`UPDATE webhook_deliveries SET status = 'dead', dead_reason = 'endpoint-disabled' WHERE webhook_id = $1 AND status = 'pending'`, [h.id]);
+    h.health = { state: 'disabled', lastSuccessAt: w?.lastSuccessAt ?? null, disabledAt: T0, reason: 'operator' };
+    step(h, queued, { type: 'endpoint-disabled', at: T0 });
+    const expiry = (await lease(inFlight)) as number;
+    expect(await outbox.settleAbandoned(expiry - 1), 'not while the lease runs').to.equal(0);
+    await conforms(h);
+    expect(await outbox.settleAbandoned(expiry)).to.equal(1);
+    step(h, inFlight, { type: 'recover', at: expiry });
+    step(h, inFlight, { type: 'endpoint-disabled', at: expiry });
+    await conforms(h);
+    expect(await outbox.claim(expiry + 60_000, 10, MARGIN_MS, TIMEOUT_MS), 'nothing left to send').to.deep.equal([]);
+  });
+
   for (const offset of [-1, 0]) {
     it(`disableExpired at failing_since + disableAfterS ${offset < 0 ? '- 1 ms keeps' : 'disables'} the endpoint as checkHealth does, and kills its queued work with it`, async () => {
       const h = await hook();

@@ -534,6 +534,8 @@ export class Dispatcher {
     try {
       // checkHealth: failing endpoints whose period ran out with no attempt to notice it.
       this.announce(await this.opts.outbox.disableExpired(now, this.policyFor([])));
+      const abandoned = await this.opts.outbox.settleAbandoned(now);
+      if (abandoned > 0) this.log.info({ abandoned }, 'deliveries left in flight to disabled endpoints are dead');
       const pruned = await this.opts.outbox.prune(now - this.s.retentionS * 1000);
       if (pruned > 0) this.log.info({ pruned }, 'old webhook deliveries deleted');
     } catch (e) {

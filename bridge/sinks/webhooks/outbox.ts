@@ -340,6 +340,22 @@ export class Outbox {
     }
   }
 
+  /**
+   * Deliveries in flight to an endpoint disabled meanwhile, whose worker never settled them (it crashed):
+   * once the lease has run out they are recovered and, the endpoint being off, dead ('recover' then
+   * 'endpoint-disabled' in the state machine). Claims skip disabled endpoints, so without this they would
+   * stay in flight for ever, and be sent again if the endpoint were enabled.
+   */
+  async settleAbandoned(now: number): Promise<number> {
+    const r = await this.pool.query(
+      `UPDATE webhook_deliveries d SET status = 'dead', dead_reason = 'endpoint-disabled', locked_until = NULL
+       FROM webhooks w
+       WHERE w.id = d.webhook_id AND NOT w.is_active AND d.status = 'in_flight' AND d.locked_until <= $1`,
+      [new Date(now)],
+    );
+    return r.rowCount ?? 0;
+  }
+
   /** A synchronous test send: the row is created already in flight (attempt 1) by the caller's worker. */
   async insertClaimed(row: NewDelivery, leaseMs: number): Promise<void> {
     await this.pool.query(
