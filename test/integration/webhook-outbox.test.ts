@@ -132,7 +132,7 @@ describe('webhook outbox - the SQL conforms to the delivery state machine', func
     if (h.health.state === 'disabled') for (const id of h.model.keys()) step(h, id, { type: 'endpoint-disabled', at }, true);
     [clockAt, draw] = [at, rand];
     const settlement = dispatcher.settlementOf(c, started, result);
-    return outbox.settle([{ deliveryId: c.id, webhookId: h.id, attempt: c.attempt, startedAt: started, result, outcome: classify(result), settlement, test: false }],
+    return outbox.settle([{ deliveryId: c.id, webhookId: h.id, attempt: c.attempt, startedAt: started, result, outcome: classify(result), settlement }],
       dispatcher.policyFor([]));
   }
 

@@ -200,6 +200,31 @@ describe('webhooks - management API', function () {
     expect(d.status).to.equal(200);
     expect(d.body['delivery']).to.include({ status: 'succeeded', event_type: 'webhook.test', attempts: 1 });
     expect((d.body['attempts'] as Body[])[0]).to.include({ attempt: 1, response_code: 202, outcome: 'success' });
+    // A real attempt: the endpoint's last success is now.
+    const w = await call('GET', `/api/v1/webhooks/${id}`);
+    expect(Date.now() - Date.parse(String((w.body['health'] as Body)['last_success_at']))).to.be.within(0, 10_000);
+  });
+
+  it('test send answered 410 Gone disables the endpoint, as any 410 does', async () => {
+    const c = await call('POST', '/api/v1/webhooks', hook({ url: `${receiver.url}/gone-test` }));
+    const id = c.body['id'] as string;
+    receiver.reply = (q) => (q.path === '/gone-test' ? { status: 410 } : { status: 200 });
+    const t = await call('POST', `/api/v1/webhooks/${id}/test`);
+    expect(t.body).to.include({ status: 'failed', response_code: 410 });
+    const w = await call('GET', `/api/v1/webhooks/${id}`);
+    expect(w.body).to.include({ is_active: false, disabled_reason: 'gone' });
+    const d = await call('GET', `/api/v1/webhooks/${id}/deliveries/${String(t.body['delivery_id'])}`);
+    expect(d.body['delivery']).to.include({ status: 'dead', dead_reason: 'gone' });
+  });
+
+  it('test send that fails is dead with its attempt logged as final (no retry is scheduled for it)', async () => {
+    const c = await call('POST', '/api/v1/webhooks', hook({ url: `${receiver.url}/fail-test` }));
+    const id = c.body['id'] as string;
+    receiver.reply = (q) => (q.path === '/fail-test' ? { status: 500 } : { status: 200 });
+    const t = await call('POST', `/api/v1/webhooks/${id}/test`);
+    const d = await call('GET', `/api/v1/webhooks/${id}/deliveries/${String(t.body['delivery_id'])}`);
+    expect(d.body['delivery']).to.include({ status: 'dead', dead_reason: 'schedule' });
+    expect((d.body['attempts'] as Body[])[0]).to.include({ response_code: 500, outcome: 'final', next_retry_at: null });
   });
 
   it('rotation: the new secret is shown once and both secrets sign for the grace period', async () => {

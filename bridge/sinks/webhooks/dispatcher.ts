@@ -481,7 +481,7 @@ export class Dispatcher {
     else this.stats.failed++;
     this.results.push({
       deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempt, startedAt: started, result, outcome,
-      settlement: this.settlementOf(row, started, result), test: false,
+      settlement: this.settlementOf(row, started, result),
     });
   }
 
@@ -507,11 +507,13 @@ export class Dispatcher {
     const body = Buffer.from(row.body, 'utf8');
     const headers = this.signedHeaders(row.id, rec.headers, activeSecrets(rec.secrets, now), now, body);
     const result = await this.send({ url: rec.url, method: 'POST', headers, body, timeoutMs: rec.retry.timeoutMs, maxResponseBytes: this.s.maxResponseBytes }, { allowlist: this.s.allowlist });
-    const outcome = classify(result);
-    await this.opts.outbox.settle([{
-      deliveryId: row.id, webhookId: rec.id, attempt: 1, startedAt: now, result, outcome, test: true,
-      settlement: outcome === 'success' ? { status: 'succeeded' } : { status: 'dead', reason: 'test' },
+    // One attempt, no retry (an empty schedule), through the state machine like any other: it is a real
+    // attempt, so it moves the endpoint's health too (a 410 disables it, a success sets last_success_at).
+    const announced = await this.opts.outbox.settle([{
+      deliveryId: row.id, webhookId: rec.id, attempt: 1, startedAt: now, result, outcome: classify(result),
+      settlement: this.settlementOf({ attempt: 1, attemptBase: 0, scheduleS: [] }, now, result),
     }], this.policyFor([]));
+    this.announce(announced);
     return { deliveryId: row.id, headers, body: row.body, result };
   }
 

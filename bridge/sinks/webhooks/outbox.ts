@@ -62,8 +62,14 @@ export interface AttemptOutcome {
   readonly result: DeliveryResult;
   readonly outcome: AttemptClass;
   readonly settlement: Settlement;
-  /** webhook.test sends: logged, but they do not move the endpoint's health. */
-  readonly test: boolean;
+}
+
+/**
+ * The outcome kept in the attempt log: the attempt's class, except that a retryable failure which ends
+ * its delivery (no retry left) is 'final', so the log does not promise a retry that never comes.
+ */
+export function loggedOutcome(b: Pick<AttemptOutcome, 'outcome' | 'settlement'>): AttemptClass | 'final' {
+  return b.outcome === 'retry' && b.settlement.status === 'dead' ? 'final' : b.outcome;
 }
 
 export interface HealthChange {
@@ -203,7 +209,7 @@ export class Outbox {
           batch.map((b) => b.deliveryId), batch.map((b) => b.attempt), batch.map((b) => new Date(b.startedAt)),
           batch.map((b) => (b.result.kind === 'response' ? b.result.status : null)), batch.map((b) => Math.round(b.result.latencyMs)),
           batch.map((b) => excerpt(b.result)), batch.map((b) => (b.result.kind === 'error' ? b.result.errorClass : null)),
-          batch.map((b) => b.outcome), batch.map((b) => (b.settlement.status === 'pending' ? new Date(b.settlement.dueAt) : null)),
+          batch.map(loggedOutcome), batch.map((b) => (b.settlement.status === 'pending' ? new Date(b.settlement.dueAt) : null)),
         ],
       );
       await client.query(
@@ -217,7 +223,7 @@ export class Outbox {
           batch.map((b) => (b.settlement.status === 'dead' ? b.settlement.reason : null)),
         ],
       );
-      const changes = await this.foldHealth(client, batch.filter((b) => !b.test), policy);
+      const changes = await this.foldHealth(client, batch, policy);
       await client.query('COMMIT');
       return changes;
     } catch (e) {
