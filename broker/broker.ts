@@ -229,6 +229,9 @@ export class UnsBroker {
    * resumes from its session on reconnect instead of growing the server's memory.
    */
   private authorizeForward(client: UnsClient, sent: AedesPublishPacket): AedesPublishPacket | null {
+    // A role's deny rules: a granted subscription may still overlap a denied area (src/core/acl.ts).
+    const perms = client.uns?.perms;
+    if (perms?.hasReadDenies && !perms.canRead(sent.topic)) return null;
     const packet = sent.retain && sent.qos > 0 ? retainedAtGrantedQos(client, sent) : sent;
     const waiting = (client.conn as { writableLength?: number }).writableLength ?? 0;
     // Decide before writing: a write past the socket's high-water mark would make Aedes wait for 'drain',

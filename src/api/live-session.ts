@@ -205,6 +205,7 @@ export class LiveSession {
   /** The hub listener: decide, append, never block. */
   private onPoint(s: Subscription, p: Point): void {
     if (this.closed || p === this.lastAccepted) return;
+    if (this.principal.perms.hasReadDenies && !this.principal.perms.canRead(p.topic)) return; // a deny rule
     if (s.deadband > 0) {
       const n = numericValue(p.value);
       if (n !== null) {

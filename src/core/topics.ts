@@ -47,6 +47,8 @@ export interface RoleSpec {
   readonly read: readonly string[];
   /** Filters the role may publish to. */
   readonly write: readonly string[];
+  /** Filters refused whatever any role allows, checked first. */
+  readonly deny?: { readonly read: readonly string[]; readonly write: readonly string[] };
   readonly description?: string;
 }
 
@@ -178,6 +180,7 @@ interface RawRoute {
 interface RawRole {
   read?: string[];
   write?: string[];
+  deny?: { read?: string[]; write?: string[] };
   description?: string;
 }
 
@@ -333,8 +336,13 @@ function build(data: unknown, file: string, locate: Locator): Namespace {
         const bad = validateTopicFilter(filter);
         if (bad !== null) add(['roles', name, kind, k], `invalid topic filter: ${bad}`);
       });
+      (role.deny?.[kind] ?? []).forEach((filter, k) => {
+        const bad = validateTopicFilter(filter);
+        if (bad !== null) add(['roles', name, 'deny', kind, k], `invalid topic filter: ${bad}`);
+      });
     }
     const spec: { -readonly [K in keyof RoleSpec]: RoleSpec[K] } = { read: [...(role.read ?? [])], write: [...(role.write ?? [])] };
+    if (role.deny !== undefined) spec.deny = { read: [...(role.deny.read ?? [])], write: [...(role.deny.write ?? [])] };
     if (role.description !== undefined) spec.description = role.description;
     roles.set(name, spec);
   }
