@@ -58,6 +58,12 @@ export interface BrokerStats {
   slowConsumersClosed: number;
   /** Publishes whose acknowledgement is being held (durability or back-pressure). */
   held: number;
+  /** Client publishes let in (authorised), and their payload bytes. */
+  messagesIn: number;
+  bytesIn: number;
+  /** Deliveries to subscribers, and their payload bytes. */
+  messagesOut: number;
+  bytesOut: number;
 }
 
 interface UnsClient extends Client {
@@ -95,6 +101,7 @@ export class UnsBroker {
   readonly aedes: Aedes;
   readonly stats: BrokerStats = {
     connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, held: 0,
+    messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0,
   };
   private tcp: TcpServer | null = null;
   private connections = 0;
@@ -208,6 +215,8 @@ export class UnsBroker {
       receivedAt: Date.now(),
     };
     this.stats.held++;
+    this.stats.messagesIn++;
+    this.stats.bytesIn += record.payload.length;
     this.opts.ingest(record, (outcome) => {
       this.stats.held--;
       if (outcome.error) { cb(outcome.error); return; }
@@ -237,7 +246,11 @@ export class UnsBroker {
     // Decide before writing: a write past the socket's high-water mark would make Aedes wait for 'drain',
     // and the publisher whose message it is would wait with it.
     const size = (packet.payload as Buffer).length + packet.topic.length + 8;
-    if (waiting + size <= this.opts.limits.slowConsumerBytes) return packet;
+    if (waiting + size <= this.opts.limits.slowConsumerBytes) {
+      this.stats.messagesOut++;
+      this.stats.bytesOut += (packet.payload as Buffer).length;
+      return packet;
+    }
     // The delivery is QoS 0 when the publish or every subscription of this client is QoS 0 (Aedes
     // downgrades after this hook, so the client's highest granted QoS stands in for the subscription's).
     if (packet.qos === 0 || (client.unsMaxSubQos ?? 0) === 0) {

@@ -2,14 +2,13 @@
 /**
  * uns-bridge command line: start the server, check a topics.yaml, hash a password.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, unknownEnvNames } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { createLogger } from './core/index.js';
 import { loadTopics } from './core/index.js';
 import { loadPayloadSchemas, assertSchemasExist } from './core/index.js';
-import { schemasDir, packageRoot } from './core/index.js';
+import { schemasDir, packageVersion } from './core/index.js';
 import { hashPassword } from './core/index.js';
 import { startServer } from './main.js';
 import { PgStore, startPostgres, replayStoreRejections } from '../bridge/index.js';
@@ -79,8 +78,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     case '--version':
     case '-v': {
-      const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
-      out(pkg.version);
+      out(packageVersion());
       return;
     }
     case 'check': {

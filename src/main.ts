@@ -8,7 +8,7 @@ import type { Config } from './core/index.js';
 import { createLogger, type Logger } from './core/index.js';
 import { loadTopics, type Namespace } from './core/index.js';
 import { loadPayloadSchemas, assertSchemasExist } from './core/index.js';
-import { schemasDir } from './core/index.js';
+import { schemasDir, packageVersion } from './core/index.js';
 import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
@@ -244,6 +244,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
+    broker: () => broker.stats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,

@@ -24,9 +24,11 @@ export function createApp(deps: ApiDeps): Express {
   app.set('query parser', 'simple');
 
   app.use((req, res, next) => {
+    const started = performance.now();
     res.on('finish', () => {
       const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
       deps.metrics.httpRequests.inc({ route, status: String(res.statusCode) });
+      deps.metrics.httpSeconds.observe({ route }, (performance.now() - started) / 1000);
     });
     next();
   });

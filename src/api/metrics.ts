@@ -16,6 +16,18 @@ export interface MetricSources {
   mqttClients(): number;
   committedRows(): number;
   /** The store writer's condition, for the outage and hold gauges and counters. */
+  /** The MQTT broker's counters (BrokerStats). */
+  broker?(): {
+    connectsAccepted: number; connectsRefused: Readonly<Partial<Record<string, number>>>; publishesDenied: Readonly<Partial<Record<string, number>>>;
+    subscribesDenied: number; frameViolations: Readonly<Partial<Record<string, number>>>; publishesRejected: number; forwardsDropped: number;
+    slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
+  };
+  /** Webhook deliveries (DispatcherStats). */
+  webhooks?(): { attempts: number; succeeded: number; failed: number; dead: number; dropped: number; inFlight: number };
+  /** Threshold rule events (RuleEngineStats). */
+  rules?(): { exceeded: number; cleared: number };
+  /** For uns_build_info. */
+  readonly version?: string;
   /** The Sparkplug host's counters. */
   sparkplug?(): { births: number; deaths: number; staleMarks: number; seqGaps: number; staleDeaths: number; rebirthsRequested: number; rebirthsSuppressed: number; commandsSent: number; nodesOnline: number };
   store?(): { degraded: boolean; holding: boolean; outages: number; holds: number; refused: number; corrupt: number; spoolSegments: number; replayLeft: number };
@@ -25,13 +37,15 @@ export class Metrics {
   readonly registry = new Registry();
   readonly flushSeconds: Histogram;
   readonly httpRequests: Counter<'route' | 'status'>;
+  readonly httpSeconds: Histogram<'route'>;
   readonly wsClients: Gauge;
   readonly sseClients: Gauge;
   readonly droppedFrames: Counter<'transport'>;
   readonly deliveredPoints: Counter<'transport'>;
 
   constructor(src: MetricSources) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'uns_process_' });
+    // Standard names (process_*, nodejs_*), so stock Node.js dashboards work.
+    collectDefaultMetrics({ register: this.registry });
     const reg = [this.registry];
     const counterFrom = (name: string, help: string, read: () => number): void => {
       new Counter({ name, help, registers: reg, collect() { this.reset(); this.inc(read()); } });
@@ -64,6 +78,47 @@ export class Metrics {
       gaugeFrom('uns_store_spool_segments', 'Segments in the outage spool.', () => store().spoolSegments);
       gaugeFrom('uns_store_replay_remaining_segments', 'Segments left in the replay under way.', () => store().replayLeft);
     }
+    const labelled = (name: string, help: string, label: string, read: () => Readonly<Partial<Record<string, number>>>): void => {
+      new Counter({
+        name, help, labelNames: [label], registers: reg,
+        collect() {
+          this.reset();
+          for (const [k, n] of Object.entries(read())) this.inc({ [label]: k }, n ?? 0);
+        },
+      });
+    };
+    const b = src.broker;
+    if (b) {
+      counterFrom('uns_mqtt_connections_accepted_total', 'MQTT connections authenticated.', () => b().connectsAccepted);
+      labelled('uns_mqtt_connections_refused_total', 'MQTT connections refused, by reason code.', 'code', () => b().connectsRefused);
+      labelled('uns_mqtt_publishes_denied_total', 'MQTT publishes refused by the ACL or topic checks (connection closed), by code.', 'code', () => b().publishesDenied);
+      counterFrom('uns_mqtt_subscribes_denied_total', 'MQTT subscription filters refused (SUBACK 0x80).', () => b().subscribesDenied);
+      labelled('uns_mqtt_frame_violations_total', 'MQTT connections closed by the frame guard (oversized or malformed packets), by code.', 'code', () => b().frameViolations);
+      counterFrom('uns_mqtt_publishes_rejected_total', 'MQTT publishes acknowledged but refused as data (republished on $uns/rejected/).', () => b().publishesRejected);
+      counterFrom('uns_mqtt_forwards_dropped_total', 'QoS 0 deliveries dropped for subscribers not keeping up.', () => b().forwardsDropped);
+      counterFrom('uns_mqtt_slow_consumers_closed_total', 'Subscribers closed for not keeping up with QoS > 0 deliveries.', () => b().slowConsumersClosed);
+      counterFrom('uns_mqtt_messages_received_total', 'MQTT publishes received from clients (authorised).', () => b().messagesIn);
+      counterFrom('uns_mqtt_received_bytes_total', 'Payload bytes of the MQTT publishes received.', () => b().bytesIn);
+      counterFrom('uns_mqtt_messages_sent_total', 'MQTT deliveries to subscribers.', () => b().messagesOut);
+      counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
+    }
+    const w = src.webhooks;
+    if (w) {
+      counterFrom('uns_webhook_attempts_total', 'Webhook delivery attempts.', () => w().attempts);
+      counterFrom('uns_webhook_succeeded_total', 'Webhook attempts answered 2xx.', () => w().succeeded);
+      counterFrom('uns_webhook_failed_total', 'Webhook attempts that failed (retried or not).', () => w().failed);
+      counterFrom('uns_webhook_dead_total', 'Webhook deliveries that ended dead (dead letters).', () => w().dead);
+      counterFrom('uns_webhook_dropped_total', 'Webhook deliveries dropped before the outbox (queue full while the database was away).', () => w().dropped);
+      gaugeFrom('uns_webhook_in_flight', 'Webhook attempts under way.', () => w().inFlight);
+    }
+    const ru = src.rules;
+    if (ru) {
+      labelled('uns_rule_events_total', 'Threshold rule events, by type.', 'type', () => ({ threshold_exceeded: ru().exceeded, threshold_cleared: ru().cleared }));
+    }
+    if (src.version !== undefined) {
+      const info = new Gauge({ name: 'uns_build_info', help: 'uns-bridge version and Node.js version (value 1).', labelNames: ['version', 'node'], registers: reg });
+      info.set({ version: src.version, node: process.version }, 1);
+    }
     const sp = src.sparkplug;
     if (sp) {
       counterFrom('uns_sparkplug_births_total', 'Sparkplug NBIRTH and DBIRTH messages stored.', () => sp().births);
@@ -81,6 +136,10 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     });
     this.httpRequests = new Counter({ name: 'uns_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['route', 'status'], registers: reg });
+    this.httpSeconds = new Histogram({
+      name: 'uns_http_request_duration_seconds', help: 'HTTP request latency, by route (streams and exports: until the response ends).', labelNames: ['route'], registers: reg,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    });
     this.wsClients = new Gauge({ name: 'uns_ws_clients', help: 'Connected datapoint-stream WebSocket clients.', registers: reg });
     this.sseClients = new Gauge({ name: 'uns_sse_clients', help: 'Connected SSE clients.', registers: reg });
     this.droppedFrames = new Counter({ name: 'uns_stream_dropped_frames_total', help: 'Live frames dropped for slow consumers.', labelNames: ['transport'], registers: reg });

@@ -2,7 +2,7 @@
  * Locations inside the installed package. Source runs from src/core/, the build from dist/src/core/, so
  * paths are found by walking up to package.json rather than by counting '..'.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UnsError } from './errors.js';
@@ -31,4 +31,9 @@ export function packageRoot(from: string | URL = import.meta.url): string {
 /** The package's schemas/ folder (topics.schema.json, config.schema.json, payloads/). */
 export function schemasDir(): string {
   return join(packageRoot(), 'schemas');
+}
+
+/** The version in package.json (for /metrics' uns_build_info and --version). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
 }

@@ -81,6 +81,8 @@ export interface DispatcherStats {
   attempts: number;
   succeeded: number;
   failed: number;
+  /** Deliveries that ended dead (no retry left, 410, unsendable): the dead letters. */
+  dead: number;
   inFlight: number;
   lingering: number;
   dbErrors: number;
@@ -114,7 +116,7 @@ const MAINTENANCE_MS = 60_000;
 
 
 export class Dispatcher {
-  readonly stats: DispatcherStats = { matched: 0, queued: 0, inserted: 0, dropped: 0, attempts: 0, succeeded: 0, failed: 0, inFlight: 0, lingering: 0, dbErrors: 0 };
+  readonly stats: DispatcherStats = { matched: 0, queued: 0, inserted: 0, dropped: 0, attempts: 0, succeeded: 0, failed: 0, dead: 0, inFlight: 0, lingering: 0, dbErrors: 0 };
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly randomBytes: (n: number) => Buffer;
@@ -479,10 +481,9 @@ export class Dispatcher {
     const outcome = classify(result);
     if (outcome === 'success') this.stats.succeeded++;
     else this.stats.failed++;
-    this.results.push({
-      deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempt, startedAt: started, result, outcome,
-      settlement: this.settlementOf(row, started, result),
-    });
+    const settlement = this.settlementOf(row, started, result);
+    if (settlement.status === 'dead') this.stats.dead++;
+    this.results.push({ deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempt, startedAt: started, result, outcome, settlement });
   }
 
 
