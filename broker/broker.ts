@@ -117,9 +117,14 @@ export class UnsBroker {
     this.topicLimits = { maxBytes: opts.limits.maxTopicBytes, maxLevels: opts.limits.maxTopicLevels };
     // The WebSocket frame limit is a second guard; the frame guard checks MQTT packets inside the stream.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
+    aedes.on('clientReady', (client: Client) => {
+      const c = client as UnsClient;
+      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: (c.conn as { remoteAddress?: string }).remoteAddress ?? null }, 'client connected');
+    });
     aedes.on('clientDisconnect', (client: Client) => {
-      const conn = (client as UnsClient).unsConn;
-      if (conn !== undefined) opts.connectionClosed?.(conn, Date.now());
+      const c = client as UnsClient;
+      if (c.unsConn !== undefined) opts.connectionClosed?.(c.unsConn, Date.now());
+      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: (c.conn as { remoteAddress?: string }).remoteAddress ?? null }, 'client disconnected');
     });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));

@@ -17,6 +17,9 @@ import { sparkplugRouter } from './routes/sparkplug.js';
 import { ingestRouter } from './routes/ingest.js';
 import { sendJson } from './json.js';
 
+/** Routes not audited line by line: data writes, at message rates. */
+const AUDIT_SKIP = new Set(['/api/v1/publish', '/api/v1/ingest/:source']);
+
 export function createApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
@@ -29,6 +32,11 @@ export function createApp(deps: ApiDeps): Express {
       const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
       deps.metrics.httpRequests.inc({ route, status: String(res.statusCode) });
       deps.metrics.httpSeconds.observe({ route }, (performance.now() - started) / 1000);
+      // Audit: every change made through the API (tokens, webhooks, rules, replays, Sparkplug commands), who
+      // made it and what it answered. Data writes (publish, ingest) and logins are logged where they happen.
+      if (req.method !== 'GET' && req.method !== 'HEAD' && req.principal && !AUDIT_SKIP.has(route)) {
+        deps.log.info({ audit: true, actor: req.principal.username, via: req.principal.via, method: req.method, route, params: req.params, status: res.statusCode }, 'api change');
+      }
     });
     next();
   });

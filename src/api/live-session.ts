@@ -97,7 +97,11 @@ export class LiveSession {
       now: deps.now,
       delivered: (n) => deps.metrics.deliveredPoints.inc(transportLabel, n),
       droppedFrames: (n) => deps.metrics.droppedFrames.inc(transportLabel, n),
-      stalled: () => this.end(1013, `consumer too slow: send buffer over ${policy.highWaterBytes} bytes for ${Math.round(policy.stallMs / 1000)} s`),
+      stalled: () => {
+        const reason = `consumer too slow: send buffer over ${policy.highWaterBytes} bytes for ${Math.round(policy.stallMs / 1000)} s`;
+        deps.log.warn({ transport: transport.name, username: principal.username, reason }, 'live stream client closed (1013)');
+        this.end(1013, reason);
+      },
     });
     this.heartbeatTimer = setInterval(() => this.heartbeat(), policy.heartbeatMs);
     if (principal.expiresAt !== null) this.armExpiry(principal.expiresAt);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt';
 import jwt from 'jsonwebtoken';
 import { loadConfig, type Config } from '../../src/core/config.js';
-import { silentLogger, createLogger } from '../../src/core/log.js';
+import { silentLogger, createLogger, type Logger } from '../../src/core/log.js';
 import { startServer, type RunningServer } from '../../src/main.js';
 import { hashPassword } from '../../src/core/passwords.js';
 import { packageRoot } from '../../src/core/paths.js';
@@ -36,6 +36,11 @@ export function testConfig(databaseUrl: string | null, over: Record<string, unkn
 
 export async function startTestServer(config: Config): Promise<RunningServer> {
   const log = config.log.level === 'silent' ? silentLogger() : createLogger(config.log.level);
+  return startServer(config, log);
+}
+
+/** For tests that read what the server logs. */
+export async function startServerWithLogger(config: Config, log: Logger): Promise<RunningServer> {
   return startServer(config, log);
 }
 

@@ -483,6 +483,13 @@ export class Dispatcher {
     else this.stats.failed++;
     const settlement = this.settlementOf(row, started, result);
     if (settlement.status === 'dead') this.stats.dead++;
+    if (outcome !== 'success') {
+      this.log.warn({
+        webhook: row.webhookName, delivery: row.id, attempt: row.attempt,
+        status: result.kind === 'response' ? result.status : null, error: result.kind === 'error' ? result.errorClass : null,
+        next: settlement.status === 'pending' ? new Date(settlement.dueAt).toISOString() : settlement.status === 'dead' ? `dead (${settlement.reason})` : null,
+      }, 'webhook attempt failed');
+    }
     this.results.push({ deliveryId: row.id, webhookId: row.webhookId, attempt: row.attempt, startedAt: started, result, outcome, settlement });
   }
 
