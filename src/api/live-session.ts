@@ -330,6 +330,19 @@ export class LiveSession {
     this.outbox.offer('history', w.truncated ? `${frame.slice(0, -1)},"truncated":true}` : frame, parts.length);
   }
 
+  /**
+   * Before an action taken in the principal's name (a Sparkplug command): its credential checked again, as
+   * REST would check it now. A revoked API token ends the session (4401) rather than waiting for a heartbeat.
+   */
+  async credentialValid(): Promise<boolean> {
+    if (this.closed) return false;
+    if (this.principal.expiresAt !== null && this.deps.now() >= this.principal.expiresAt) { this.end(4401, 'token expired'); return false; }
+    if (this.principal.via !== 'api-token') return true;
+    const r = await this.deps.auth.verify(this.credential);
+    if ('failure' in r) { this.end(4401, 'token revoked'); return false; }
+    return true;
+  }
+
   private heartbeat(): void {
     if (this.closed) return;
     // A congested peer is not reading: the stall policy, not the heartbeat, decides its fate.

@@ -8,19 +8,24 @@
  * unauthenticated. A credential that expires while connected closes the socket with 4401 "token expired".
  * Client messages over maxPayload close the connection with 1009 (ws does this); malformed or invalid
  * messages get an error message and the connection stays.
+ *
+ * A `sparkplug_command` message is the stream's door to POST /api/v1/sparkplug/commands: the same checks,
+ * refusals and audit (sparkplug-commands.ts), under the connection's principal; the reply is a
+ * `sparkplug_command_result`, or an `error` with the code and message the REST call would have answered.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import type { ApiDeps } from './deps.js';
 import { credentialOf, type ApiPrincipal } from './auth.js';
-import { STATUS } from './errors.js';
+import { ApiError, STATUS } from './errors.js';
 import type { ErrorCode } from '../core/index.js';
 import { toJson } from './json.js';
 import { livePolicy, type LivePolicy } from './live-policy.js';
 import { historyFrom } from './live-history.js';
 import { LiveSession, checkFilters, type SubscribeRequest } from './live-session.js';
 import type { LiveTransport } from './live-outbox.js';
+import { sparkplugCommands, type SparkplugCommandBody } from './sparkplug-commands.js';
 
 export interface StreamServer {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
@@ -30,7 +35,8 @@ export interface StreamServer {
 type ClientMessage =
   | ({ type: 'subscribe' } & SubscribeRequest)
   | { type: 'unsubscribe'; id?: string; filters: string[] }
-  | { type: 'ping'; id?: string };
+  | { type: 'ping'; id?: string }
+  | ({ type: 'sparkplug_command'; id?: string } & SparkplugCommandBody);
 
 const REASONS: Record<number, string> = { 401: 'Unauthorized', 503: 'Service Unavailable', 500: 'Internal Server Error' };
 
@@ -49,6 +55,7 @@ function refuse(socket: Duplex, code: ErrorCode, message: string, headers: Recor
 
 export function createStreamServer(deps: ApiDeps): StreamServer {
   const history = historyFrom(deps.queries);
+  const commands = sparkplugCommands(deps);
   const sessionDeps = { ...pick(deps), history };
   const wss = new WebSocketServer({ noServer: true, maxPayload: livePolicy().maxPayloadBytes, perMessageDeflate: false, clientTracking: true });
   const graceTimers = new Set<NodeJS.Timeout>();
@@ -142,6 +149,18 @@ export function createStreamServer(deps: ApiDeps): StreamServer {
       case 'ping':
         session.send({ type: 'pong', ...(msg.id !== undefined ? { id: msg.id } : {}), ts: deps.now() });
         return;
+      case 'sparkplug_command': {
+        const { type: _type, id, ...body } = msg;
+        if (!(await session.credentialValid())) return;
+        try {
+          const sent = await commands.send(session.principal, body);
+          session.send({ type: 'sparkplug_command_result', ...(id !== undefined ? { id } : {}), sent: true, topic: sent.topic, metrics: sent.metrics });
+        } catch (e) {
+          if (!(e instanceof ApiError)) throw e;
+          session.error(e.code, e.message, { id, details: e.details });
+        }
+        return;
+      }
     }
   }
 
@@ -179,7 +198,9 @@ export function createStreamServer(deps: ApiDeps): StreamServer {
   };
 }
 
-const VARIANTS: Record<string, string> = { subscribe: 'StreamSubscribe', unsubscribe: 'StreamUnsubscribe', ping: 'StreamPing' };
+const VARIANTS: Record<string, string> = {
+  subscribe: 'StreamSubscribe', unsubscribe: 'StreamUnsubscribe', ping: 'StreamPing', sparkplug_command: 'StreamSparkplugCommand',
+};
 
 function rawText(data: RawData): string {
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');

@@ -2,10 +2,12 @@
  * The Sparkplug host application's REST side against a real server (embedded PostgreSQL) and a real MQTT
  * edge node: the node listing, NCMD/DCMD commands checked against the BIRTH datatypes and decoded by the
  * edge node, permissions, rebirth requests under the cooldown, and the command audit (no command is sent
- * unaudited). Responses are checked against their schemas in schemas/openapi/sparkplug.json.
+ * unaudited), and the same commands sent as `sparkplug_command` messages on the WebSocket stream. Responses are
+ * checked against their schemas in schemas/openapi/sparkplug.json and schemas/openapi/stream.json.
  */
 import { expect } from 'chai';
 import type { MqttClient } from 'mqtt';
+import WebSocket from 'ws';
 import sparkplugPayload from 'sparkplug-payload';
 import type { UMetric, UPayload } from 'sparkplug-payload/lib/sparkplugbpayload.js';
 import { query } from '../helpers/postgres.js';
@@ -65,6 +67,25 @@ describe('sparkplug REST - nodes, commands, rebirth, audit', function () {
     if (m === undefined) throw new Error(`no metric ${name} in ${JSON.stringify(p.metrics?.map((x) => x.name))}`);
     return m;
   };
+  const streams: WebSocket[] = [];
+  /** A stream connection; `reply(id)` waits for the server message carrying that id, checked against StreamServerMessage. */
+  async function stream(token: string): Promise<{ send: (msg: Json) => void; reply: (id: string) => Promise<Json>; closed: Promise<number> }> {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.httpPort}/ws/datapoints/stream?token=${encodeURIComponent(token)}`);
+    streams.push(ws);
+    const messages: Json[] = [];
+    ws.on('message', (data) => messages.push(JSON.parse(String(data)) as Json));
+    const closed = new Promise<number>((res) => ws.once('close', (c) => res(c)));
+    await new Promise<void>((res, rej) => { ws.once('open', () => res()); ws.once('error', rej); });
+    return {
+      closed,
+      send: (msg) => ws.send(JSON.stringify(msg)),
+      reply: async (id) => {
+        const m = await waitFor(() => messages.find((x) => x['id'] === id), 10_000, `stream reply ${id}`);
+        conforms('StreamServerMessage', m);
+        return m;
+      },
+    };
+  }
   const audit = async (limit = 100): Promise<Json[]> => {
     const r = await call('GET', `/api/v1/sparkplug/commands?limit=${limit}`, admin);
     expect(r.status).to.equal(200);
@@ -109,6 +130,7 @@ describe('sparkplug REST - nodes, commands, rebirth, audit', function () {
     }, 10_000, 'births and the death decoded');
   });
   after(async () => {
+    for (const ws of streams) ws.terminate();
     edge?.end(true);
     await server?.stop();
     if (config) cleanup(config);
@@ -319,5 +341,57 @@ describe('sparkplug REST - nodes, commands, rebirth, audit', function () {
     const dcmd = await nextOn(`spBv1.0/${G}/DCMD/${E}/${D}`, from, 'DCMD after the refusal');
     expect(metricOf(dcmd, 'Setpoint').value).to.equal(222);
     expect((await audit(1))[0]).to.include({ result: 'sent' });
+  });
+  it('takes a sparkplug_command on the WebSocket stream: the edge node gets the DCMD with the BIRTH datatypes, the reply is sparkplug_command_result with the id', async () => {
+    const from = received.length;
+    const ws = await stream(admin);
+    ws.send({ type: 'sparkplug_command', id: 'c1', group_id: G, edge_node_id: E, device_id: D, metrics: [{ name: 'Setpoint', value: 42 }, { name: 'Counter', value: BIG_INT64 }] });
+    expect(await ws.reply('c1')).to.deep.equal({ type: 'sparkplug_command_result', id: 'c1', sent: true, topic: `spBv1.0/${G}/DCMD/${E}/${D}`, metrics: [
+      { name: 'Setpoint', datatype: 'Int32', value: 42 }, { name: 'Counter', datatype: 'Int64', value: BIG_INT64 },
+    ] });
+    const dcmd = await nextOn(`spBv1.0/${G}/DCMD/${E}/${D}`, from, 'DCMD from the stream');
+    expect([metricOf(dcmd, 'Setpoint').type, metricOf(dcmd, 'Setpoint').value]).to.deep.equal(['Int32', 42]);
+    expect([metricOf(dcmd, 'Counter').type, String(metricOf(dcmd, 'Counter').value)]).to.deep.equal(['Int64', BIG_INT64]);
+    expect((await audit(1))[0]).to.deep.include({ username: 'admin', device_id: D, result: 'sent', reason: null, metrics: [
+      { name: 'Setpoint', datatype: 'Int32', value: 42 }, { name: 'Counter', datatype: 'Int64', value: BIG_INT64 },
+    ] });
+  });
+
+  it('answers a stream command with a wrong datatype by an error UNS_ERR_SPARKPLUG_METRIC with the id, sends nothing and audits the refusal; a malformed one is UNS_ERR_BAD_REQUEST', async () => {
+    const sentBefore = server.sparkplug.stats.commandsSent;
+    const ws = await stream(admin);
+    ws.send({ type: 'sparkplug_command', id: 'w1', group_id: G, edge_node_id: E, device_id: D, metrics: [{ name: 'Setpoint', value: 'high' }] });
+    ws.send({ type: 'sparkplug_command', id: 'w2', group_id: 'a/b', edge_node_id: E, metrics: [{ name: 'Uptime', value: 1 }] });
+    const wrong = await ws.reply('w1');
+    expect([wrong['type'], code(wrong)]).to.deep.equal(['error', 'UNS_ERR_SPARKPLUG_METRIC']);
+    expect(message(wrong)).to.contain('Setpoint');
+    const malformed = await ws.reply('w2');
+    expect([malformed['type'], code(malformed)]).to.deep.equal(['error', 'UNS_ERR_BAD_REQUEST']);
+    expect(server.sparkplug.stats.commandsSent).to.equal(sentBefore);
+    const row = (await audit(1))[0];
+    expect(row).to.deep.include({ username: 'admin', device_id: D, result: 'refused', metrics: [{ name: 'Setpoint', value: 'high' }] });
+    expect(String(row?.['reason'])).to.equal(`UNS_ERR_SPARKPLUG_METRIC: ${message(wrong)}`);
+  });
+
+  it('answers a stream command from a role without write permission (analyst) by an error UNS_ERR_FORBIDDEN with the id, audited', async () => {
+    const sentBefore = server.sparkplug.stats.commandsSent;
+    const ws = await stream(analyst);
+    ws.send({ type: 'sparkplug_command', id: 'f1', group_id: G, edge_node_id: E, metrics: [{ name: 'Uptime', value: 3 }] });
+    const r = await ws.reply('f1');
+    expect([r['type'], code(r)]).to.deep.equal(['error', 'UNS_ERR_FORBIDDEN']);
+    expect(server.sparkplug.stats.commandsSent).to.equal(sentBefore);
+    expect((await audit(1))[0]).to.deep.include({ username: 'ana', edge_node_id: E, device_id: null, result: 'refused', reason: `UNS_ERR_FORBIDDEN: ${message(r)}` });
+  });
+
+  it('checks the credential again before a stream command: an API token revoked meanwhile closes the stream (4401), nothing is sent', async () => {
+    const created = await call('POST', '/api/v1/tokens', admin, { name: 'sp-ws' });
+    expect(created.status).to.equal(201);
+    const apiToken = created.body['token'] as string;
+    const ws = await stream(apiToken);
+    expect((await call('DELETE', `/api/v1/tokens/${String(created.body['id'])}`, admin)).status).to.be.oneOf([200, 204]);
+    const sentBefore = server.sparkplug.stats.commandsSent;
+    ws.send({ type: 'sparkplug_command', id: 'r1', group_id: G, edge_node_id: E, metrics: [{ name: 'Uptime', value: 4 }] });
+    expect(await ws.closed).to.equal(4401);
+    expect(server.sparkplug.stats.commandsSent).to.equal(sentBefore);
   });
 });
