@@ -144,7 +144,7 @@ export function unknownEnvNames(env: NodeJS.ProcessEnv = process.env): string[] 
   const known = [...ENV_KEYS.map(([name]) => name), ...OTHER_ENV];
   const out: string[] = [];
   for (const name of Object.keys(env).sort()) {
-    if (!name.startsWith('UNS_') || known.includes(name) || name.startsWith('UNS_INGEST_SECRET_') || name.startsWith('UNS_TEST_')) continue;
+    if (!name.startsWith('UNS_') || known.includes(name) || known.includes(name.replace(/_FILE$/, '')) || name.startsWith('UNS_INGEST_SECRET_') || name.startsWith('UNS_TEST_')) continue;
     const near = closest(name, known);
     out.push(distance(name, near) <= 3 ? `${name} is not a uns-bridge variable (did you mean ${near}?)` : `${name} is not a uns-bridge variable`);
   }
@@ -211,7 +211,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj 
   }
 
   for (const [name, path, kind] of ENV_KEYS) {
-    const raw = env[name];
+    let raw = env[name];
+    // Docker/Kubernetes secrets: NAME_FILE names a file holding the value (trailing newline dropped).
+    const file = env[`${name}_FILE`];
+    if ((raw === undefined || raw === '') && file) {
+      try {
+        raw = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      } catch (e) {
+        fail(`${name}_FILE`, file, `cannot read: ${(e as Error).message}`);
+      }
+    }
     if (raw === undefined || raw === '') continue;
     origin.set(path, name);
     if (kind === 'int') {

@@ -35,6 +35,16 @@ describe('config', () => {
     expect(c.topicsFile).to.equal('/tmp/t.yaml');
   });
 
+  it('reads a secret from NAME_FILE (Docker secrets), the variable itself winning; an unreadable file is named', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uns-cfg-'));
+    writeFileSync(join(dir, 'pw'), 'from-a-file-123\n');
+    const c = loadConfig({ UNS_ADMIN_USER: 'ops', UNS_ADMIN_PASSWORD_FILE: join(dir, 'pw') });
+    expect(c.auth.adminPassword).to.equal('from-a-file-123');
+    expect(loadConfig({ UNS_ADMIN_USER: 'ops', UNS_ADMIN_PASSWORD: 'direct-value-1', UNS_ADMIN_PASSWORD_FILE: join(dir, 'pw') }).auth.adminPassword).to.equal('direct-value-1');
+    const e = failure({ UNS_JWT_SECRET_FILE: join(dir, 'missing') });
+    expect(e.message).to.contain('UNS_JWT_SECRET_FILE').and.contain('cannot read');
+  });
+
   it('takes DATABASE_URL, and UNS_DATABASE_URL over it', () => {
     expect(loadConfig({ DATABASE_URL: 'postgres://a@h/db' }).database.url).to.equal('postgres://a@h/db');
     expect(loadConfig({ DATABASE_URL: 'postgres://a@h/db', UNS_DATABASE_URL: 'postgresql://b@h/db' }).database.url).to.equal('postgresql://b@h/db');
