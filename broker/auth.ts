@@ -11,6 +11,7 @@
  * names exist.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import pLimit from 'p-limit';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { JwtVerifier } from '../src/core/index.js';
 import { hashPassword, verifyPassword } from '../src/core/index.js';
@@ -31,8 +32,10 @@ export interface Principal {
 
 export interface AuthFailure {
   readonly failure: string;
-  /** Throttled: how long before another try may succeed. */
+  /** Throttled or busy: how long before another try may succeed. */
   readonly retryAfterS?: number;
+  /** Refused for load, not for the credentials: too many password checks waiting. */
+  readonly busy?: true;
 }
 
 export interface ThrottleLimits {
@@ -45,6 +48,13 @@ export interface ThrottleLimits {
 }
 
 export const DEFAULT_THROTTLE: ThrottleLimits = Object.freeze({ perUser: 10, perUserWindowS: 60, perAddress: 100, perAddressWindowS: 600 });
+
+/**
+ * Password hashes checked at once (scrypt is memory- and CPU-hard on purpose), and how many may wait: a
+ * flood of CONNECTs from many addresses cannot queue minutes of scrypt work; beyond the queue an attempt
+ * is refused at once as 'busy', and one whose client left while it waited is dropped without its scrypt.
+ */
+export const PASSWORD_CHECKS = Object.freeze({ concurrent: 2, queued: 64 });
 
 export interface AuthenticatorOptions {
   /** Looked up on every attempt, so users added at run time count at once. */
@@ -69,6 +79,7 @@ export class Authenticator {
   private readonly now: () => number;
   private readonly byUser: RateLimiterMemory;
   private readonly byAddress: RateLimiterMemory;
+  private readonly checks = pLimit(PASSWORD_CHECKS.concurrent);
   /** Checked for unknown user names, so they cost a scrypt like known ones. */
   private readonly dummyHash = hashPassword(randomBytes(18).toString('base64'));
 
@@ -79,8 +90,11 @@ export class Authenticator {
     this.byAddress = new RateLimiterMemory({ points: t.perAddress, duration: t.perAddressWindowS });
   }
 
-  /** `from`: the client's address (throttling is per address and per address and user). */
-  async authenticate(username: string | undefined, password: Buffer | undefined, from = ''): Promise<Principal | AuthFailure> {
+  /**
+   * `from`: the client's address (throttling is per address and per address and user); `present`: whether
+   * the client is still connected (a check queued for one that left is dropped).
+   */
+  async authenticate(username: string | undefined, password: Buffer | undefined, from = '', present: () => boolean = () => true): Promise<Principal | AuthFailure> {
     const pw = password?.toString('utf8');
     if (!username && !pw) {
       const role = this.opts.anonymousRole;
@@ -98,7 +112,14 @@ export class Authenticator {
     const userKey = `${from}\0${username}`;
     const throttled = await this.reserve(userKey, from);
     if (throttled !== null) return throttled;
-    const ok = await verifyPassword(pw, user?.passwordHash ?? (await this.dummyHash));
+    const hash = user?.passwordHash ?? (await this.dummyHash);
+    if (this.checks.pendingCount >= PASSWORD_CHECKS.queued) {
+      // Load, not a wrong password: the reserved failure is given back.
+      await Promise.all([this.byUser.reward(userKey, 1), this.byAddress.reward(from, 1)]);
+      return { failure: 'busy: too many password checks waiting', retryAfterS: 1, busy: true };
+    }
+    const ok = await this.checks(() => (present() ? verifyPassword(pw, hash) : Promise.resolve(null)));
+    if (ok === null) return { failure: 'client left before its password was checked' };
     if (!ok || user === undefined) return { failure: 'unknown user or bad password' };
     // Given back: only failures count.
     await Promise.all([this.byUser.delete(userKey), this.byAddress.reward(from, 1)]);

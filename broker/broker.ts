@@ -78,7 +78,7 @@ interface UnsClient extends Client {
 
 type AuthError = Error & { returnCode: number };
 
-function authError(returnCode: 2 | 4 | 5, message: string): AuthError {
+function authError(returnCode: 2 | 3 | 4 | 5, message: string): AuthError {
   return Object.assign(new Error(message), { returnCode });
 }
 
@@ -88,7 +88,7 @@ function authError(returnCode: 2 | 4 | 5, message: string): AuthError {
  * a re-sent QoS 2 PUBLISH and leak receive-window slots [MQTT-4.3.3-2]. A refused CONNECT never had a
  * session, so there is nothing of its own to clean.
  */
-function refuse(client: UnsClient, cb: (error: AuthError | null, success: boolean | null) => void, returnCode: 2 | 4 | 5, message: string): void {
+function refuse(client: UnsClient, cb: (error: AuthError | null, success: boolean | null) => void, returnCode: 2 | 3 | 4 | 5, message: string): void {
   client.clean = false;
   cb(authError(returnCode, message), false);
 }
@@ -168,11 +168,12 @@ export class UnsBroker {
       return;
     }
     const from = (client.conn as { remoteAddress?: string }).remoteAddress ?? '';
-    this.opts.auth.authenticate(username, password, from).then((r) => {
+    const conn = client.conn as { destroyed?: boolean };
+    this.opts.auth.authenticate(username, password, from, () => conn.destroyed !== true).then((r) => {
       if (isFailure(r)) {
         bump(this.stats.connectsRefused, 'UNS_ERR_AUTH_FAILED');
         this.log.info({ clientId: client.id, username, address: from, reason: r.failure }, 'connection refused');
-        refuse(client, cb, 4, r.failure);
+        refuse(client, cb, r.busy ? 3 : 4, r.failure); // 3: server unavailable [MQTT-3.2.2.3]
         return;
       }
       // A client id held by another principal is not taken over: that would let any user kick any device.

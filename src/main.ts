@@ -256,10 +256,10 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const openapi = loadOpenApi();
   const apiAuth = new ApiAuth({
     acl, tokens, secret, algorithm: 'HS256', ttlS: 3600, verifyJwt,
-    checkPassword: async (username, password, from) => {
+    checkPassword: async (username, password, from, present) => {
       // Login takes passwords only: a JWT here would let a token renew itself forever.
       if (password.startsWith('eyJ')) return { failure: 'password required' };
-      const r = await auth.authenticate(username, Buffer.from(password), from);
+      const r = await auth.authenticate(username, Buffer.from(password), from, present);
       return 'failure' in r ? r : { username: r.username, roles: r.roles };
     },
   });

@@ -23,7 +23,7 @@ export interface ApiPrincipal {
 
 export type AuthResult = ApiPrincipal | { readonly failure: string };
 
-export type PasswordCheck = (username: string, password: string, from: string) => Promise<{ username: string; roles: readonly string[] } | { failure: string; retryAfterS?: number }>;
+export type PasswordCheck = (username: string, password: string, from: string, present: () => boolean) => Promise<{ username: string; roles: readonly string[] } | { failure: string; retryAfterS?: number; busy?: true }>;
 
 export interface TokenVerifier {
   verify(token: string): Promise<{ id: string; username: string; roles: readonly string[]; expiresAt: number | null } | null>;
@@ -48,8 +48,8 @@ export class ApiAuth {
     this.now = opts.now ?? Date.now;
   }
 
-  async login(username: string, password: string, from = ''): Promise<{ token: string; expiresIn: number; principal: ApiPrincipal } | { failure: string; retryAfterS?: number }> {
-    const r = await this.opts.checkPassword(username, password, from);
+  async login(username: string, password: string, from = '', present: () => boolean = () => true): Promise<{ token: string; expiresIn: number; principal: ApiPrincipal } | { failure: string; retryAfterS?: number; busy?: true }> {
+    const r = await this.opts.checkPassword(username, password, from, present);
     if ('failure' in r) return r;
     const roles = r.roles.filter((x) => this.opts.acl.hasRole(x));
     const iat = Math.floor(this.now() / 1000);

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import mqtt from 'mqtt';
 import { testConfig, startTestServer, connect, cleanup, ADMIN } from '../helpers/server.js';
-import { DEFAULT_THROTTLE } from '../../broker/auth.js';
+import { DEFAULT_THROTTLE, PASSWORD_CHECKS } from '../../broker/auth.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
 
@@ -54,6 +54,15 @@ describe('login throttle - one budget for HTTP login and MQTT CONNECT', function
     expect(codes.every((c) => c === 4)).to.equal(true);
     const r = await login(ADMIN.username, ADMIN.password);
     expect(r.status).to.equal(429);
+  });
+
+  it(`queues at most ${PASSWORD_CHECKS.queued} password checks: a CONNECT flood beyond is refused at once as busy (CONNACK 3), then the server answers normally`, async () => {
+    const flood = 90;
+    const codes = await Promise.all(Array.from({ length: flood }, (_, i) => connackCode(`flood-${i}`, 'wrong-password')));
+    const busy = codes.filter((c) => c === 3).length;
+    expect(busy, 'refused for load').to.be.at.least(flood - PASSWORD_CHECKS.queued - PASSWORD_CHECKS.concurrent - 5);
+    expect(codes.filter((c) => c === 4).length + busy).to.equal(flood);
+    expect(await connackCode(ADMIN.username, ADMIN.password)).to.equal(0);
   });
 
   it('answers an unknown user name exactly as a wrong password for a known one', async () => {

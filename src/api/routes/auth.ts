@@ -19,9 +19,10 @@ export function authRouter(deps: ApiDeps): Router {
   r.post('/api/v1/auth/login', deps.validator.body('LoginRequest'), (req: Request, res, next) => {
     const { username, password } = req.body as { username: string; password: string };
     const from = req.socket.remoteAddress ?? '';
-    deps.auth.login(username, password, from).then((out) => {
+    deps.auth.login(username, password, from, () => !req.socket.destroyed).then((out) => {
       if ('failure' in out) {
         deps.log.info({ username, address: from, reason: out.failure }, 'login refused');
+        if (out.busy) throw new ApiError('UNS_ERR_UNAVAILABLE', 'too many logins being checked; retry', { 'Retry-After': String(out.retryAfterS ?? 1) });
         if (out.retryAfterS !== undefined) throw new ApiError('UNS_ERR_RATE_LIMITED', 'too many failed logins', { 'Retry-After': String(out.retryAfterS) });
         throw new ApiError('UNS_ERR_UNAUTHENTICATED', 'bad username or password');
       }
