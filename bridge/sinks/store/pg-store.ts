@@ -364,7 +364,8 @@ export class PgStore {
        SELECT k, r, v, now() FROM unnest($1::text[], $2::int8[], $3::jsonb[]) AS u(k, r, v)
        ON CONFLICT (key) DO UPDATE SET rev = EXCLUDED.rev, value = EXCLUDED.value, updated_at = now()
        WHERE s.rev < EXCLUDED.rev`,
-      [rows.map((r) => r.key), rows.map((r) => r.rev), rows.map((r) => r.value)],
+      // Materialised by the writer; a caller writing directly gets the snapshot taken here.
+      [rows.map((r) => r.key), rows.map((r) => r.rev), rows.map((r) => (typeof r.value === 'string' ? r.value : r.value()))],
     );
   }
 

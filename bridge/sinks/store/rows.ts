@@ -51,8 +51,36 @@ export interface StateRow {
   readonly key: string;
   /** Increases with every write of the key; an older rev never overwrites a newer one. */
   readonly rev: number;
-  /** JSON text. */
-  readonly value: string;
+  /**
+   * JSON text; as submitted, a function giving it: the snapshot is taken when its batch is written, once
+   * per key and batch (a burst of 1,000 Sparkplug births costs a few snapshots, not 1,000). See
+   * materialiseState.
+   */
+  readonly value: string | (() => string);
+}
+
+/**
+ * A batch about to be written or spooled: per state key, the item with the newest rev gets the snapshot
+ * taken now, the others lose their state row (the newer one, in the same transaction or segment,
+ * supersedes it). Returns the items to write; plain data, ready for the spool.
+ */
+export function materialiseState(items: readonly WriteItem[]): WriteItem[] {
+  let newest: Map<string, number> | undefined;
+  for (let i = 0; i < items.length; i++) {
+    const st = (items[i] as WriteItem).state;
+    if (st === undefined) continue;
+    newest ??= new Map();
+    const j = newest.get(st.key);
+    if (j === undefined || ((items[j] as WriteItem).state as StateRow).rev < st.rev) newest.set(st.key, i);
+  }
+  if (newest === undefined) return items as WriteItem[];
+  const keep = new Set(newest.values());
+  return items.map((item, i) => {
+    const st = item.state;
+    if (st === undefined) return item;
+    if (!keep.has(i)) return { ...item, state: undefined };
+    return typeof st.value === 'string' ? item : { ...item, state: { key: st.key, rev: st.rev, value: st.value() } };
+  });
 }
 
 /** Everything one accepted or rejected message writes. */

@@ -112,7 +112,8 @@ export class StoreSink {
   }
 
   private stateRow(key: string): StateRow {
-    return { key, rev: this.stateRev++, value: JSON.stringify(this.opts.stateSnapshot(key)) };
+    // Taken when the batch is written (materialiseState), not per message.
+    return { key, rev: this.stateRev++, value: () => JSON.stringify(this.opts.stateSnapshot(key)) };
   }
 
   private deadband(points: readonly Point[], route: RouteSpec): readonly Point[] {

@@ -16,7 +16,7 @@ import type { Logger } from '../../../src/core/index.js';
 import { classifyDbError, describeDbError, isRowError, isTxConflict, type DbErrorClass } from '../../../src/core/index.js';
 import type { IsolatedWrite, PgStore, WriteOptions } from './pg-store.js';
 import { SpoolCorruptError, SpoolFullError, type Spool, type SpoolFailure, type SpooledSegment } from './spool.js';
-import { rowCount, type WriteBatch, type WriteItem } from './rows.js';
+import { materialiseState, rowCount, type WriteBatch, type WriteItem } from './rows.js';
 
 export type WriterState = 'healthy' | 'degraded';
 
@@ -230,6 +230,9 @@ export class StoreWriter extends EventEmitter<StoreWriterEvents> {
 
   private async run(batch: Pending[]): Promise<void> {
     const started = this.timers.now();
+    // State snapshots are taken now, once per key, before anything of the batch is written or spooled.
+    const items = materialiseState(batch.map((p) => p.item));
+    for (let i = 0; i < batch.length; i++) if (items[i] !== (batch[i] as Pending).item) batch[i] = { ...(batch[i] as Pending), item: items[i] as WriteItem };
     let durable = false;
     let refused: ReadonlyMap<number, Error> | undefined;
     if (this.stats.state === 'healthy') {
