@@ -6,7 +6,9 @@ import { expect } from 'chai';
 import mqtt from 'mqtt';
 import { testConfig, startTestServer, connect, publish, cleanup, waitFor, ADMIN } from '../helpers/server.js';
 import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
-import { packageVersion } from '../../src/core/paths.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot, packageVersion } from '../../src/core/paths.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
 
@@ -90,5 +92,16 @@ describe('metrics - counted in code, exported on /metrics', function () {
     const m = await waitFor(async () => { const t = await scrape(); return (sample(t, 'uns_webhook_dead_total') ?? 0) >= 1 ? t : undefined; }, 15_000, 'a dead letter');
     expect(sample(m, 'uns_webhook_attempts_total')).to.be.at.least(2);
     expect(sample(m, 'uns_webhook_failed_total')).to.be.at.least(2);
+  });
+
+  it('exports every metric the Grafana dashboard in docker/grafana queries', async () => {
+    const dash = JSON.parse(readFileSync(join(packageRoot(), 'docker', 'grafana', 'uns-bridge.json'), 'utf8')) as { panels: Array<{ targets: Array<{ expr?: string }> }> };
+    const names = new Set(dash.panels.flatMap((p) => p.targets.flatMap((t) => t.expr?.match(/\b(?:uns|process|nodejs)_[a-z0-9_]+/g) ?? [])));
+    expect(names.size).to.be.greaterThan(20);
+    const m = await scrape();
+    const exported = new Set(m.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2] as string));
+    // A histogram is queried through its _bucket series.
+    const missing = [...names].filter((n) => !exported.has(n) && !exported.has(n.replace(/_bucket$/, '')));
+    expect(missing).to.deep.equal([]);
   });
 });
