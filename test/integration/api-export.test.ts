@@ -205,6 +205,7 @@ function contract(backend: Backend): void {
       // Both exports stay parked on their cursors: the server does not read ahead into memory (without
       // back-pressure, 40 MB each would be buffered and the queries done well within this time).
       for (let i = 0; i < 6; i++) {
+        // Time as input: the exports must still be parked after this long.
         await new Promise((r) => setTimeout(r, 250));
         expect(await exportSessions(), `after ${(i + 1) * 250} ms`).to.equal(2);
       }

@@ -275,7 +275,8 @@ describe('mqtt security (one server for every area)', function () {
       const watcher = await connect(server.mqttPort, { clientId: 'q2-watcher' });
       try {
         let delivered = 0;
-        watcher.on('message', () => { delivered++; });
+        let marker = false;
+        watcher.on('message', (_t, p) => { if (p.toString() === 'marker') marker = true; else delivered++; });
         await new Promise<void>((res, rej) => watcher.subscribe(RAW_TOPIC, { qos: 0 }, (e) => (e ? rej(e) : res())));
         const holder = await admin('line1-filler-q2');
         holder.write(publishBytes(RAW_TOPIC, 'once', { qos: 2, messageId: 7 }));
@@ -288,8 +289,11 @@ describe('mqtt security (one server for every area)', function () {
         expect(await holder.next('pubrec'), 'PUBREC for the DUP').to.not.equal(null);
         holder.send({ cmd: 'pubrel', messageId: 7 });
         expect(await holder.next('pubcomp'), 'PUBCOMP').to.not.equal(null);
-        await carriesOn(); // also a fence: the watcher has had time to receive any second copy
-        await new Promise((r) => setTimeout(r, 100));
+        await carriesOn();
+        // A fence: the holder's next message reaches the watcher's socket after any second copy would have.
+        holder.write(publishBytes(RAW_TOPIC, 'marker', { qos: 1, messageId: 8 }));
+        expect(await holder.next('puback'), 'PUBACK for the marker').to.not.equal(null);
+        await waitFor(() => marker, 5_000, 'the marker at the watcher');
         expect(delivered).to.equal(1);
         holder.destroy();
       } finally {

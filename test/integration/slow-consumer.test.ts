@@ -67,8 +67,9 @@ describe('slow consumer - a subscriber that stops reading', function () {
     // 20 publishes in flight).
     expect(waiting).to.be.at.most(65_536 + 20 * (body.length + 100));
 
+    const clients = server.broker.connectedClients;
     stalled.destroy();
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor(() => server.broker.connectedClients < clients, 5_000, 'the broker to drop the stalled subscriber');
     const health = await fetch(`http://127.0.0.1:${server.httpPort}/health`);
     expect(health.status).to.equal(200);
     await new Promise<void>((res, rej) => pub.publish('acme/plant1/utilities/line4/valve1/position', body, { qos: 1 }, (e) => (e ? rej(e) : res())));

@@ -15,6 +15,7 @@ const T = 'acme/plant1/packaging/line1';
 
 interface Reading { event_id: string; topic: string; value: unknown; timestamp: string; quality: string; unit?: string }
 const readingsOf = (r: Received): Reading[] => (((r.json as Body | null)?.['data'] as Body | undefined)?.['readings'] as Reading[] | undefined) ?? [];
+/** Time as input only: receivers that answer slowly on purpose. */
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('webhooks - deliveries', function () {
@@ -66,8 +67,11 @@ describe('webhooks - deliveries', function () {
   it('delivers sensor.reading after an MQTT publish, batched, signed, inside the topic filter and conditions', async () => {
     await create('/readings', { filters: { topics: [`${T}/#`] }, batch: { max_size: 50, max_linger_ms: 400 } });
     await create('/hot', { filters: { topics: [`${T}/#`], conditions: [{ field: 'value', operator: '>', value: 100 }] }, batch: { max_size: 50, max_linger_ms: 100 } });
-    for (const v of [21.5, 22, 150, 23]) await publish(mqtt, `${T}/filler/temperature`, JSON.stringify({ value: v }));
+    // The one outside the filter goes before the last reading: each publish is durable before the next is sent
+    // and the sink sees them in order, so once the last reading is delivered the outsider has been judged.
+    for (const v of [21.5, 22, 150]) await publish(mqtt, `${T}/filler/temperature`, JSON.stringify({ value: v }));
     await publish(mqtt, 'acme/plant2/packaging/line1/filler/temperature', JSON.stringify({ value: 30 })); // outside the filter
+    await publish(mqtt, `${T}/filler/temperature`, JSON.stringify({ value: 23 }));
     const got = await waitFor(() => {
       const all = receiver.on('/readings').flatMap(readingsOf);
       return all.length >= 4 ? receiver.on('/readings') : undefined;
@@ -82,7 +86,6 @@ describe('webhooks - deliveries', function () {
     expect(readings[0]?.event_id).to.match(/^evt_/);
     const hot = await waitFor(() => (receiver.on('/hot').length > 0 ? receiver.on('/hot') : undefined), 5_000, 'hot reading');
     expect(hot.flatMap(readingsOf).map((x) => x.value)).to.deep.equal([150]);
-    await sleep(300);
     expect(receiver.received.flatMap(readingsOf).some((x) => x.topic.startsWith('acme/plant2/'))).to.equal(false);
   });
 
@@ -145,8 +148,12 @@ describe('webhooks - deliveries', function () {
     expect((get.body['health'] as Body)['state']).to.equal('disabled');
     expect((await deliveries(id))[0]).to.include({ status: 'dead', dead_reason: 'gone', response_code: 410 });
     const before = receiver.on('/gone').length;
+    // A second endpoint on the same filter: the rows of one event are queued together and inserted in order
+    // (one serial queue), so once it has its delivery, any row for the disabled one would be stored too.
+    await create('/gone-sentinel', { filters: { topics: [`${T}/labeler/#`] }, batch: { max_size: 1 } });
     await publish(mqtt, `${T}/labeler/speed`, JSON.stringify({ value: 610 }));
-    await sleep(500);
+    await waitFor(() => receiver.on('/gone-sentinel').some((r) => readingsOf(r).some((x) => x.value === 610)), 10_000, 'the sentinel delivery');
+    expect(await deliveries(id), 'no delivery queued for a disabled endpoint').to.have.length(1);
     expect(receiver.on('/gone').length, 'nothing sent to a disabled endpoint').to.equal(before);
     expect((await call('GET', '/api/v1/webhooks?status=disabled')).body['webhooks']).to.satisfy((l: Body[]) => l.some((w) => w['id'] === id));
     void watcher;

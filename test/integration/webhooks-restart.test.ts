@@ -7,11 +7,13 @@
 import { expect } from 'chai';
 import { testConfig, startTestServer, cleanup, connect, publish, waitFor, ADMIN } from '../helpers/server.js';
 import { startReceiver, type Receiver, type Received } from '../helpers/webhook-receiver.js';
+import { query } from '../helpers/postgres.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
 
 type Body = Record<string, unknown>;
 const T = 'acme/plant2/brewing/line3';
+/** Time as input only: a receiver that answers slowly on purpose. */
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const valuesOf = (r: Received): unknown[] => ((((r.json as Body | null)?.['data'] as Body | undefined)?.['readings'] as Body[] | undefined) ?? []).map((x) => x['value']);
 const FAST = { allowlist: '127.0.0.1/32', pollIntervalMs: 100, leaseMarginMs: 500, refreshIntervalMs: 200, stopGraceMs: 300 };
@@ -138,12 +140,15 @@ describe('webhooks - restarts and several instances', function () {
     await waitFor(() => b.webhooks.wants('sensor.reading'), 5_000, 'B to load the endpoint');
     const values = Array.from({ length: 12 }, (_, i) => 100 + i);
     await publishAll(b, `${T}/boiler/pressure`, values);
-    // B made them durable and started; it stops now and A (polling) finishes the work.
-    await sleep(150);
+    // B made them durable and has started delivering; it stops now and A (polling) finishes the work.
+    await waitFor(() => b.webhooks.dispatcher.stats.attempts > 0, 10_000, 'B to start delivering');
     await b.stop();
     servers.splice(servers.indexOf(b), 1);
     await waitFor(() => receiver.on('/shared').length >= 12, 15_000, 'twelve deliveries');
-    await sleep(300);
+    // Every delivery settled as succeeded: none is left to be sent again.
+    const settled = async (): Promise<number> => Number((await query<{ n: string }>(a.databaseUrl,
+      `SELECT count(*) AS n FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'succeeded'`, [h['id'] as string]))[0]?.n ?? 0);
+    await waitFor(async () => (await settled()) === 12, 15_000, 'twelve succeeded deliveries');
     const got = receiver.on('/shared');
     expect(got).to.have.length(12);
     expect(new Set(got.map((r) => r.id)).size, 'no webhook-id twice').to.equal(12);
