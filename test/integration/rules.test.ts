@@ -157,7 +157,8 @@ describe('threshold rules - REST, events, restart', function () {
     const topic = 'acme/plant1/packaging/line2/capper/pressure';
     const r = await call('POST', '/api/v1/rules', admin, { name: 'capper', topic_filter: topic, operator: '>=', threshold: 6, min_duration_ms: 700 });
     const id = r.body['id'] as string;
-    // A short excursion does not fire: once the value is back below, no timer is pending for the topic.
+    // A short excursion does not fire: once the value is back below, the topic's pending state (and with it
+    // its timer, engine.ts evaluate()) is gone; the timer itself is driven on a fake clock in the unit tests.
     await send(topic, 7, 5);
     const after = await call('GET', `/api/v1/rules/${id}`, admin);
     expect((after.body['states'] as Json[]).filter((s) => s['state'] === 'pending' || s['state'] === 'exceeded')).to.deep.equal([]);

@@ -148,8 +148,9 @@ describe('webhooks - deliveries', function () {
     expect((get.body['health'] as Body)['state']).to.equal('disabled');
     expect((await deliveries(id))[0]).to.include({ status: 'dead', dead_reason: 'gone', response_code: 410 });
     const before = receiver.on('/gone').length;
-    // A second endpoint on the same filter: the rows of one event are queued together and inserted in order
-    // (one serial queue), so once it has its delivery, any row for the disabled one would be stored too.
+    // A barrier: a second endpoint on the same filter. One accept() (dispatcher.ts) pushes the rows of every
+    // matching endpoint for an event onto one serial insert queue, written in order (here by one INSERT), so
+    // once the sentinel has its delivery any row for the disabled endpoint would be in the delivery log too.
     await create('/gone-sentinel', { filters: { topics: [`${T}/labeler/#`] }, batch: { max_size: 1 } });
     await publish(mqtt, `${T}/labeler/speed`, JSON.stringify({ value: 610 }));
     await waitFor(() => receiver.on('/gone-sentinel').some((r) => readingsOf(r).some((x) => x.value === 610)), 10_000, 'the sentinel delivery');
@@ -202,7 +203,7 @@ describe('webhooks - deliveries', function () {
   it('ordered mode: one in flight at a time, in order, a failing head holding the rest back', async () => {
     let seen = 0;
     replies.set('/ordered', async (r) => {
-      await sleep(30);
+      await sleep(30); // time as input: a slow answer, so a second request would overlap if ordering broke
       const v = readingsOf(r)[0]?.value;
       // The second reading fails twice before it is accepted.
       if (v === 2 && seen++ < 2) return { status: 503 };
@@ -217,6 +218,7 @@ describe('webhooks - deliveries', function () {
   });
 
   it('keeps to max_concurrency for an unordered endpoint', async () => {
+    // time as input: each answer takes 80 ms, so more than two requests would overlap without the limit
     replies.set('/limited', async () => { await sleep(80); return { status: 200 }; });
     const { id } = await create('/limited', { filters: { topics: [`${T}/filler2/#`] }, batch: { max_size: 1 }, max_concurrency: 2 });
     for (let v = 0; v < 8; v++) await publish(mqtt, `${T}/filler2/speed`, JSON.stringify({ value: v * 10 }));

@@ -130,7 +130,7 @@ describe('webhooks - restarts and several instances', function () {
     servers.push(b);
     const token = await login(a);
     receiver.reply = async (r) => {
-      if (r.path === '/shared') await sleep(60);
+      if (r.path === '/shared') await sleep(60); // time as input: slow answers keep deliveries in flight across B's stop
       return { status: 200 };
     };
     const h = await createHook(a, token, { name: 'shared', url: `${receiver.url}/shared`, events: ['sensor.reading'], filters: { topics: [`${T}/boiler/#`] },
