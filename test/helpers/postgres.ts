@@ -32,15 +32,21 @@ export function hasTimescale(binDir: string): boolean {
   }
 }
 
+/**
+ * A free port on 127.0.0.1, below Linux's ephemeral range (32768 and up): tests that kill a server and start
+ * it again on the same port must not find it taken meanwhile as the local port of some outgoing connection.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
+  const tryPort = (port: number): Promise<boolean> => new Promise((res) => {
     const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
+    s.once('error', () => res(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => res(true)));
   });
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await tryPort(port)) return port;
+  }
+  throw new Error('no free port found between 20000 and 32000');
 }
 
 export class TestPostgres {
