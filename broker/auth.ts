@@ -26,7 +26,7 @@ export interface UserRecord {
 export interface Principal {
   readonly username: string;
   readonly roles: readonly string[];
-  readonly via: 'password' | 'jwt' | 'anonymous';
+  readonly via: 'password' | 'jwt' | 'anonymous' | 'certificate';
   readonly perms: Permissions;
 }
 
@@ -136,6 +136,18 @@ export class Authenticator {
     for (const e of spent) if (!(e instanceof RateLimiterRes)) throw e;
     const wait = Math.max(...spent.map((e) => (e as RateLimiterRes).msBeforeNext));
     return { failure: 'too many failed logins', retryAfterS: Math.max(1, Math.ceil(wait / 1000)) };
+  }
+
+  /**
+   * A client certificate the TLS handshake verified against the configured CA stands for the user its
+   * subject CN names; that user must exist (topics.yaml, UNS_ADMIN_USER or `uns-bridge user add`), so a
+   * certificate cannot invent a user or roles. A CONNECT user name, if any, must be the same.
+   */
+  fromCertificate(commonName: string, username: string | undefined): Principal | AuthFailure {
+    if (username && username !== commonName) return { failure: 'username does not match the client certificate' };
+    const user = this.opts.users().get(commonName);
+    if (user === undefined) return { failure: 'the client certificate names no known user' };
+    return { username: commonName, roles: user.roles, via: 'certificate', perms: this.opts.acl.forRoles(user.roles) };
   }
 
   private fromJwt(username: string | undefined, token: string): Principal | AuthFailure {

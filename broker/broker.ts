@@ -7,6 +7,8 @@
  * the pipeline is behind (TCP back-pressure).
  */
 import { createServer as createTcpServer, type Server as TcpServer, type AddressInfo } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { TlsFiles } from '../src/core/index.js';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Aedes, type Client, type AedesPublishPacket, type PublishPacket, type Subscription } from 'aedes';
@@ -56,6 +58,8 @@ export interface BrokerStats {
   /** QoS 0 deliveries dropped for subscribers that were not keeping up. */
   forwardsDropped: number;
   slowConsumersClosed: number;
+  /** TLS handshakes that failed (no or unverified client certificate, protocol mismatch, plain MQTT on the TLS port). */
+  tlsHandshakeFailures: number;
   /** Publishes whose acknowledgement is being held (durability or back-pressure). */
   held: number;
   /** Client publishes let in (authorised), and their payload bytes. */
@@ -100,10 +104,11 @@ function bump<K extends string>(m: Partial<Record<K, number>>, k: K): void {
 export class UnsBroker {
   readonly aedes: Aedes;
   readonly stats: BrokerStats = {
-    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, held: 0,
+    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, tlsHandshakeFailures: 0, held: 0,
     messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0,
   };
   private tcp: TcpServer | null = null;
+  private tls: TlsServer | null = null;
   private connections = 0;
   private closing: Promise<void> | undefined;
   private readonly topicLimits: TopicLimits;
@@ -169,7 +174,11 @@ export class UnsBroker {
     }
     const from = (client.conn as { remoteAddress?: string }).remoteAddress ?? '';
     const conn = client.conn as { destroyed?: boolean };
-    this.opts.auth.authenticate(username, password, from, () => conn.destroyed !== true).then((r) => {
+    const certName = verifiedCertificateName(client.conn);
+    const attempt = certName !== null
+      ? Promise.resolve(this.opts.auth.fromCertificate(certName, username))
+      : this.opts.auth.authenticate(username, password, from, () => conn.destroyed !== true);
+    attempt.then((r) => {
       if (isFailure(r)) {
         bump(this.stats.connectsRefused, 'UNS_ERR_AUTH_FAILED');
         this.log.info({ clientId: client.id, username, address: from, reason: r.failure }, 'connection refused');
@@ -309,6 +318,36 @@ export class UnsBroker {
     return server.address() as AddressInfo;
   }
 
+  /**
+   * MQTT over TLS. `clientCerts`: 'optional' asks for a certificate and lets a verified one stand for a
+   * user (others fall back to user name and password); 'required' refuses the handshake without a verified
+   * one. The TLS files' changes are applied to new connections; open ones keep their session.
+   */
+  async listenTls(port: number, host: string, files: TlsFiles, clientCerts: 'off' | 'optional' | 'required'): Promise<AddressInfo> {
+    const server = createTlsServer({
+      ...files.options,
+      minVersion: 'TLSv1.2',
+      requestCert: clientCerts !== 'off',
+      rejectUnauthorized: clientCerts === 'required',
+      // A handshake that never completes holds a socket like a CONNECT that never comes.
+      handshakeTimeout: this.opts.limits.connectTimeoutMs,
+    }, (socket) => {
+      socket.setNoDelay(true);
+      this.accept(socket);
+    });
+    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      this.stats.tlsHandshakeFailures++;
+      this.log.info({ address: socket.remoteAddress ?? null, err: err.message }, 'TLS handshake failed');
+    });
+    files.onChange((options) => server.setSecureContext({ ...options, minVersion: 'TLSv1.2' }));
+    this.tls = server;
+    await new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => { server.off('error', rej); res(); });
+    });
+    return server.address() as AddressInfo;
+  }
+
   /** MQTT over WebSocket: call from the HTTP server's 'upgrade' for the configured path. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
@@ -351,7 +390,7 @@ export class UnsBroker {
 
   private async closeOnce(): Promise<void> {
     // Stop accepting first; server.close() only completes once Aedes has closed the open connections.
-    const tcpClosed = this.tcp ? new Promise<void>((r) => this.tcp!.close(() => r())) : Promise.resolve();
+    const tcpClosed = Promise.all([this.tcp, this.tls].map((srv) => (srv ? new Promise<void>((r) => srv.close(() => r())) : undefined)));
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
     await new Promise<void>((r) => this.aedes.close(() => r()));
@@ -373,4 +412,16 @@ function retainedAtGrantedQos(client: UnsClient, packet: AedesPublishPacket): Ae
   }
   if (granted < 0 || granted >= packet.qos) return packet;
   return { ...packet, qos: granted as 0 | 1 | 2 };
+}
+
+/**
+ * The subject CN of a client certificate the TLS handshake verified against the configured CA, or null
+ * (not TLS, no certificate, or one that did not verify, which 'optional' lets through to password login).
+ */
+function verifiedCertificateName(conn: unknown): string | null {
+  const tls = conn as Partial<TLSSocket>;
+  if (tls.encrypted !== true || tls.authorized !== true || typeof tls.getPeerCertificate !== 'function') return null;
+  const cn = tls.getPeerCertificate().subject?.CN;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  return typeof name === 'string' && name !== '' ? name : null;
 }

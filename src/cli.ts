@@ -141,10 +141,12 @@ async function main(argv: string[]): Promise<void> {
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
-      // SIGHUP (the terminal closed, or a HUP sent on purpose) stops gracefully: the namespace, users and
-      // certificates are read at start-up, so a restart applies changes. Never a silent death that would
-      // leave the embedded PostgreSQL running.
-      process.on('SIGHUP', () => stop('SIGHUP'));
+      // SIGHUP reloads, as Mosquitto users expect (`systemctl reload`): the TLS certificate and key and the
+      // database users. topics.yaml is read at start-up only; a changed namespace needs a restart.
+      process.on('SIGHUP', () => {
+        if (stopping) return;
+        server.reload('SIGHUP').catch((e: Error) => log.error({ err: e.message }, 'reload failed'));
+      });
       // A bug that escapes every handler: said, then the same orderly stop (the store closes, the embedded
       // PostgreSQL stops), exit code 1.
       const fatal = (e: unknown): void => {

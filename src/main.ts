@@ -2,6 +2,7 @@
  * Composition root: the only file that wires broker, bridge and API together.
  */
 import { createServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Config } from './core/index.js';
@@ -21,6 +22,7 @@ import { LiveHub } from '../bridge/index.js';
 import { jwtSecret } from './core/index.js';
 import { createJwtVerifier } from './core/index.js';
 import { lockDataDir } from './core/index.js';
+import { TlsFiles } from './core/index.js';
 import { EventBus } from './core/index.js';
 import { eventId } from './core/index.js';
 import { WebhookService, sensorReadingSink } from '../bridge/index.js';
@@ -29,8 +31,13 @@ import { buildIngestSources, IngestDedupStore } from '../bridge/index.js';
 
 export interface RunningServer {
   readonly config: Config;
+  /** The plain MQTT port, or the MQTT over TLS port when plain MQTT is off. */
   readonly mqttPort: number;
+  /** MQTT over TLS, when a certificate is configured. */
+  readonly mqttsPort: number | null;
   readonly httpPort: number;
+  /** Whether the HTTP port speaks HTTPS (and WSS). */
+  readonly https: boolean;
   readonly databaseUrl: string;
   readonly broker: UnsBroker;
   readonly pipeline: Pipeline;
@@ -44,6 +51,11 @@ export interface RunningServer {
   readonly rules: RuleService;
   readonly sparkplug: SparkplugHost;
   readiness(): ReadinessReport;
+  /**
+   * SIGHUP: the TLS files and the database users are read again (a renewed certificate is also picked up
+   * by itself when its file changes). topics.yaml is not: a changed namespace needs a restart.
+   */
+  reload(reason: string): Promise<{ tls: boolean }>;
   stop(): Promise<void>;
 }
 
@@ -63,6 +75,14 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   // One server per data dir, before anything in it is touched (its embedded database above all).
   const lock = lockDataDir(config.dataDir);
   undo.push(async () => lock.release());
+  // Certificates first too: a wrong path or a key that does not match its certificate stops start-up here.
+  const tls = config.tls.certPath !== null && config.tls.keyPath !== null
+    ? new TlsFiles({ certPath: config.tls.certPath, keyPath: config.tls.keyPath, caPath: config.tls.caPath }, log.child({ component: 'tls' }))
+    : null;
+  if (tls !== null) {
+    tls.watch(config.tls.watchIntervalMs);
+    undo.push(async () => tls.close());
+  }
   // Start-up throws early and clearly; nothing below runs with a bad namespace.
   const namespace = loadTopics(config.topicsFile);
   const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
@@ -244,7 +264,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
-    broker: () => broker.stats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
+    broker: () => broker.stats, tlsCertificate: () => tls?.summary ?? null, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,
@@ -277,7 +297,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const stream = createStreamServer(deps);
   undo.push(async () => stream.close());
   const app = createApp(deps);
-  const http: HttpServer = createServer(app);
+  const https = tls !== null && config.tls.http === 'auto';
+  const http: HttpServer = https ? createHttpsServer({ ...tls.options, minVersion: 'TLSv1.2' }, app) : createServer(app);
+  if (https) tls.onChange((options) => (http as HttpsServer).setSecureContext({ ...options, minVersion: 'TLSv1.2' }));
   undo.push(() => new Promise((r) => { http.closeAllConnections(); http.close(r); }));
   http.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '').split('?')[0];
@@ -291,7 +313,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     http.once('error', rej);
     http.listen(config.http.port, config.http.host, () => { http.off('error', rej); res(); });
   });
-  const mqttAddr = await broker.listenTcp(config.mqtt.port, config.mqtt.host);
+  const plainAddr = config.tls.mqttPlain === 'on' ? await broker.listenTcp(config.mqtt.port, config.mqtt.host) : null;
+  const tlsAddr = tls !== null ? await broker.listenTls(config.tls.mqttPort, config.mqtt.host, tls, config.tls.clientCerts) : null;
+  const mqttAddr = (plainAddr ?? tlsAddr) as AddressInfo;
   undo.push(() => broker.close());
   undo.push(() => host.offline());
   const httpPort = (http.address() as AddressInfo).port;
@@ -304,12 +328,18 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   retentionTimer.unref();
   undo.push(async () => clearInterval(retentionTimer));
 
-  log.info({ mqtt: mqttAddr.port, http: httpPort, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
+  log.info({ mqtt: plainAddr?.port ?? null, mqtts: tlsAddr?.port ?? null, http: httpPort, https, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
     'uns-bridge started');
 
   return {
-    config, mqttPort: mqttAddr.port, httpPort, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
+    config, mqttPort: mqttAddr.port, mqttsPort: tlsAddr?.port ?? null, httpPort, https, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
     webhooks, sparkplug: host,
+    async reload(reason) {
+      const changed = tls?.reload(reason) ?? false;
+      if (storeOpen) await reloadUsers().catch((e: Error) => log.warn({ err: e.message }, 'users not reloaded'));
+      log.info({ reason, tls: changed }, 'reloaded');
+      return { tls: changed };
+    },
     async stop() {
       if (stopping) return;
       stopping = true;

@@ -20,8 +20,10 @@ export interface MetricSources {
   broker?(): {
     connectsAccepted: number; connectsRefused: Readonly<Partial<Record<string, number>>>; publishesDenied: Readonly<Partial<Record<string, number>>>;
     subscribesDenied: number; frameViolations: Readonly<Partial<Record<string, number>>>; publishesRejected: number; forwardsDropped: number;
-    slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
+    slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; tlsHandshakeFailures: number;
   };
+  /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
+  tlsCertificate?(): { validTo: string } | null;
   /** Webhook deliveries (DispatcherStats). */
   webhooks?(): { attempts: number; succeeded: number; failed: number; dead: number; dropped: number; inFlight: number };
   /** Threshold rule events (RuleEngineStats). */
@@ -101,6 +103,13 @@ export class Metrics {
       counterFrom('uns_mqtt_received_bytes_total', 'Payload bytes of the MQTT publishes received.', () => b().bytesIn);
       counterFrom('uns_mqtt_messages_sent_total', 'MQTT deliveries to subscribers.', () => b().messagesOut);
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
+      counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
+    }
+    const cert = src.tlsCertificate;
+    if (cert) {
+      // Alert on it: a certificate that expires unnoticed locks every TLS client out at once.
+      gaugeFrom('uns_tls_certificate_expiry_timestamp_seconds', 'When the TLS certificate in service expires (Unix time).',
+        () => { const c = cert(); return c === null ? 0 : Math.floor(Date.parse(c.validTo) / 1000); });
     }
     const w = src.webhooks;
     if (w) {

@@ -20,6 +20,24 @@ export interface Config {
     readonly slowConsumerBytes: number; readonly resendCheckCount: number;
   };
   readonly http: { readonly host: string; readonly port: number };
+  /**
+   * TLS for MQTT (its own port, 8883) and for the HTTP port (HTTPS, and WSS for MQTT over WebSocket and the
+   * streams). On when a certificate and key are configured; the files are re-read when they change.
+   */
+  readonly tls: {
+    readonly certPath: string | null; readonly keyPath: string | null;
+    /** CA bundle that client certificates must chain to (needed for clientCerts other than 'off'). */
+    readonly caPath: string | null;
+    readonly mqttPort: number;
+    /** Plain MQTT on mqtt.port beside MQTT over TLS ('off': TLS only). */
+    readonly mqttPlain: 'on' | 'off';
+    /** HTTPS on the HTTP port ('auto': when a certificate is configured; 'off' e.g. behind a TLS proxy). */
+    readonly http: 'auto' | 'off';
+    /** MQTT over TLS: 'optional' lets a verified certificate stand for the user its subject CN names. */
+    readonly clientCerts: 'off' | 'optional' | 'required';
+    /** How often the certificate files are checked for a change (ms). */
+    readonly watchIntervalMs: number;
+  };
   readonly database: {
     readonly url: string | null; readonly poolSize: number; readonly statementTimeoutMs: number;
     readonly timescale: 'auto' | 'on' | 'off'; readonly compressAfter: string;
@@ -89,6 +107,7 @@ export const DEFAULTS: Config = {
   mqtt: { host: '0.0.0.0', port: 1883, wsPath: '/mqtt', maxPacketBytes: 1_048_576, maxTopicBytes: 1024, maxTopicLevels: 32,
     connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64 },
   http: { host: '0.0.0.0', port: 8080 },
+  tls: { certPath: null, keyPath: null, caPath: null, mqttPort: 8883, mqttPlain: 'on', http: 'auto', clientCerts: 'off', watchIntervalMs: 5_000 },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
     spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, resendLagMs: 120_000, retentionIntervalMs: 3_600_000 },
@@ -116,6 +135,13 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_MQTT_MAX_PACKET_BYTES', 'mqtt.maxPacketBytes', 'int'],
   ['UNS_HTTP_HOST', 'http.host', 'string'],
   ['UNS_HTTP_PORT', 'http.port', 'int'],
+  ['UNS_TLS_CERT_PATH', 'tls.certPath', 'nullable-string'],
+  ['UNS_TLS_KEY_PATH', 'tls.keyPath', 'nullable-string'],
+  ['UNS_TLS_CA_PATH', 'tls.caPath', 'nullable-string'],
+  ['UNS_MQTTS_PORT', 'tls.mqttPort', 'int'],
+  ['UNS_MQTT_PLAIN', 'tls.mqttPlain', 'string'],
+  ['UNS_HTTP_TLS', 'tls.http', 'string'],
+  ['UNS_TLS_CLIENT_CERTS', 'tls.clientCerts', 'string'],
   ['DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_TIMESCALE', 'database.timescale', 'string'],
@@ -249,6 +275,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj 
   if (c.store.lowWaterItems >= c.store.highWaterItems) fail('store.lowWaterItems', c.store.lowWaterItems, 'must be below store.highWaterItems');
   if ((c.auth.adminUser === null) !== (c.auth.adminPassword === null)) {
     fail(c.auth.adminUser === null ? 'UNS_ADMIN_USER' : 'UNS_ADMIN_PASSWORD', null, 'UNS_ADMIN_USER and UNS_ADMIN_PASSWORD go together');
+  }
+  const t = c.tls;
+  if ((t.certPath === null) !== (t.keyPath === null)) {
+    fail(t.certPath === null ? 'UNS_TLS_CERT_PATH' : 'UNS_TLS_KEY_PATH', null, 'UNS_TLS_CERT_PATH and UNS_TLS_KEY_PATH go together');
+  }
+  if (t.certPath === null && t.mqttPlain === 'off') fail('UNS_MQTT_PLAIN', 'off', 'needs UNS_TLS_CERT_PATH and UNS_TLS_KEY_PATH (no MQTT listener would be left)');
+  if (t.clientCerts !== 'off' && (t.certPath === null || t.caPath === null)) {
+    fail('UNS_TLS_CLIENT_CERTS', t.clientCerts, 'needs UNS_TLS_CERT_PATH, UNS_TLS_KEY_PATH and UNS_TLS_CA_PATH (the CA client certificates must chain to)');
   }
   return deepFreeze({ ...c, dataDir: resolve(c.dataDir), topicsFile: resolve(c.topicsFile) });
 }

@@ -14,6 +14,7 @@ export * from './paths.js';
 export * from './payload-schemas.js';
 export * from './secrets.js';
 export * from './sparkplug-map.js';
+export * from './tls.js';
 export * from './topic-filter.js';
 export * from './topics.js';
 export * from './write-access.js';

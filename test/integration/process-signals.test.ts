@@ -1,7 +1,7 @@
 /**
  * The server as a process among others: `npm start` runs the build made at install (no compile on every
  * start) and passes signals through, so SIGTERM to npm stops node and the embedded PostgreSQL and frees the
- * ports; SIGHUP stops gracefully with a log line; nothing is left running.
+ * ports; SIGHUP reloads (the server keeps running) and SIGINT then stops it; nothing is left running.
  */
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -83,13 +83,17 @@ describe('process signals - npm start, SIGTERM, SIGHUP', function () {
     expect(s.out()).to.contain('uns-bridge stopped');
   });
 
-  it('SIGHUP stops gracefully, says so, and leaves no PostgreSQL behind', async () => {
+  it('SIGHUP reloads and the server keeps serving; SIGINT then stops it and leaves no PostgreSQL behind', async () => {
     const s = await launch(process.execPath, [join(packageRoot(), 'dist', 'src', 'cli.js'), 'start']);
     const pg = postmasterOf(s.dir);
-    const exited = new Promise<number | null>((res) => s.child.once('exit', (code) => res(code)));
     s.child.kill('SIGHUP');
+    await waitFor(() => /"reason":"SIGHUP".*"reloaded"/.test(s.out()), 10_000, 'the reload logged');
+    expect((await fetch(`http://127.0.0.1:${s.httpPort}/ready`)).status).to.equal(200);
+    expect(s.child.exitCode).to.equal(null);
+    const exited = new Promise<number | null>((res) => s.child.once('exit', (code) => res(code)));
+    s.child.kill('SIGINT');
     expect(await exited).to.equal(0);
-    expect(s.out()).to.match(/"signal":"SIGHUP".*shutting down/);
+    expect(s.out()).to.match(/"signal":"SIGINT".*shutting down/);
     expect(alive(pg as number)).to.equal(false);
   });
 });
