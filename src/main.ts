@@ -264,7 +264,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
-    broker: () => broker.stats, tlsCertificate: () => tls?.summary ?? null, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
+    broker: () => broker.stats, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,

@@ -22,6 +22,8 @@ export interface MetricSources {
     subscribesDenied: number; frameViolations: Readonly<Partial<Record<string, number>>>; publishesRejected: number; forwardsDropped: number;
     slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; tlsHandshakeFailures: number;
   };
+  /** Committed samples that met a stored one of the same topic and time. */
+  samples?(): { overwritten: number; repeated: number };
   /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
   tlsCertificate?(): { validTo: string } | null;
   /** Webhook deliveries (DispatcherStats). */
@@ -104,6 +106,11 @@ export class Metrics {
       counterFrom('uns_mqtt_messages_sent_total', 'MQTT deliveries to subscribers.', () => b().messagesOut);
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
       counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
+    }
+    const samples = src.samples;
+    if (samples) {
+      counterFrom('uns_store_samples_overwritten_total', 'Samples that replaced a stored one of the same topic and time with a different value (last write wins).', () => samples().overwritten);
+      counterFrom('uns_store_samples_repeated_total', 'Samples equal to a stored one of the same topic and time (a reading sent again): nothing changed.', () => samples().repeated);
     }
     const cert = src.tlsCertificate;
     if (cert) {

@@ -247,6 +247,24 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 8,
+    name: 'sample identity',
+    sql: `
+      -- A sample is identified by its topic and time: the same reading written twice (a gateway replaying
+      -- after a network cut) is one row. Duplicates written before are reduced to one row each first (one
+      -- of them is kept: typically the same reading twice). No ctid here: TimescaleDB's compressed chunks
+      -- do not expose it, while DELETE and INSERT work on them.
+      CREATE TEMP TABLE uns_duplicate_samples ON COMMIT DROP AS
+        SELECT DISTINCT ON (topic_id, time) s.* FROM samples s
+        JOIN (SELECT topic_id, time FROM samples GROUP BY topic_id, time HAVING count(*) > 1) d USING (topic_id, time)
+        ORDER BY topic_id, time;
+      DELETE FROM samples s USING uns_duplicate_samples d WHERE s.topic_id = d.topic_id AND s.time = d.time;
+      INSERT INTO samples SELECT * FROM uns_duplicate_samples;
+      DROP INDEX samples_topic_time;
+      CREATE UNIQUE INDEX samples_topic_time ON samples (topic_id, time DESC);
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */
@@ -258,11 +276,14 @@ export async function migrate(pool: pg.Pool, log: Logger): Promise<number> {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS uns_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM uns_migrations');
-    const current = rows[0]?.v ?? 0;
+    // Applied versions, not the highest one: a migration numbered below the latest applied one (released
+    // later) still runs.
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM uns_migrations');
+    const done = new Set(rows.map((r) => r.version));
     let applied = 0;
-    for (const m of MIGRATIONS) {
-      if (m.version <= current) continue;
+    // In version order, whatever the order of the list.
+    for (const m of [...MIGRATIONS].sort((a, b) => a.version - b.version)) {
+      if (done.has(m.version)) continue;
       await client.query('BEGIN');
       try {
         await client.query(m.sql);

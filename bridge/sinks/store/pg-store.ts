@@ -23,6 +23,14 @@ export interface PgStoreOptions {
 
 export type WriteOutcome = 'committed' | 'already-applied';
 
+/** Samples of a write that met a stored one of the same topic and time. */
+interface SampleTally {
+  readonly overwritten: number;
+  readonly repeated: number;
+}
+
+const NO_TALLY: SampleTally = Object.freeze({ overwritten: 0, repeated: 0 });
+
 /** A batch written item by item: which items the database refused as data (set aside as rejections). */
 export interface IsolatedWrite {
   readonly outcome: WriteOutcome;
@@ -46,7 +54,8 @@ export interface WriteOptions {
 /** Every statement shape the write path runs, on no rows: privileges, tables and read-only mode checked. */
 const PROBE_WRITE_SQL = `
   INSERT INTO topics (name, route) SELECT '', '' WHERE false ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name;
-  INSERT INTO samples (time, topic_id) SELECT now(), 0 WHERE false;
+  INSERT INTO samples (time, topic_id) SELECT now(), 0 WHERE false
+    ON CONFLICT (topic_id, time) DO UPDATE SET v_num = EXCLUDED.v_num;
   INSERT INTO last_values AS l (topic_id, time, received_at) SELECT 0, now(), now() WHERE false
     ON CONFLICT (topic_id) DO UPDATE SET time = EXCLUDED.time WHERE l.time <= EXCLUDED.time;
   INSERT INTO retained (topic, payload, qos) SELECT '', ''::bytea, 0 WHERE false ON CONFLICT (topic) DO UPDATE SET qos = EXCLUDED.qos;
@@ -65,6 +74,8 @@ export class PgStore {
   private readonly log: Logger;
   private readonly topicIds = new Map<string, number>();
   private timescaleStatus: TimescaleStatus = { enabled: false, reason: 'not set up' };
+  /** Committed samples that met a stored one of the same topic and time (see insertSamples). */
+  readonly sampleStats = { overwritten: 0, repeated: 0 };
 
   constructor(private readonly opts: PgStoreOptions) {
     this.log = opts.log;
@@ -117,11 +128,18 @@ export class PgStore {
 
   /** One transaction for the whole batch: wholly durable or not at all. */
   async writeBatch(batch: WriteBatch, opts: WriteOptions = {}): Promise<WriteOutcome> {
+    let tally: SampleTally = NO_TALLY;
     const r = await this.transaction(batch, async (client, fresh, items) => {
-      await this.writeItems(client, items, fresh, opts);
+      tally = await this.writeItems(client, items, fresh, opts);
       return [];
     });
+    if (r.outcome === 'committed') this.count(tally);
     return r.outcome;
+  }
+
+  private count(t: SampleTally): void {
+    this.sampleStats.overwritten += t.overwritten;
+    this.sampleStats.repeated += t.repeated;
   }
 
   /**
@@ -130,15 +148,18 @@ export class PgStore {
    * replayed once its cause is fixed; the other items commit. Any other error aborts the whole batch.
    */
   async writeIsolated(batch: WriteBatch, opts: WriteOptions = {}): Promise<IsolatedWrite> {
-    return this.transaction(batch, async (client, fresh, items) => {
+    const tally = { overwritten: 0, repeated: 0 };
+    const r = await this.transaction(batch, async (client, fresh, items) => {
       const refused: Refused = [];
       for (let i = 0; i < items.length; i++) {
         const item = items[i] as WriteItem;
         const mine = new Map<string, number>();
         await client.query('SAVEPOINT item');
         try {
-          await this.writeItems(client, [item], mine, opts, fresh);
+          const t = await this.writeItems(client, [item], mine, opts, fresh);
           await client.query('RELEASE SAVEPOINT item');
+          tally.overwritten += t.overwritten;
+          tally.repeated += t.repeated;
           for (const [k, v] of mine) fresh.set(k, v);
         } catch (e) {
           if (!isRowError(e)) throw e;
@@ -160,6 +181,8 @@ export class PgStore {
       }
       return refused;
     });
+    if (r.outcome === 'committed') this.count(tally);
+    return r;
   }
 
   private async transaction(batch: WriteBatch,
@@ -200,15 +223,16 @@ export class PgStore {
   }
 
   private async writeItems(client: pg.PoolClient, items: readonly WriteItem[], fresh: Map<string, number>, opts: WriteOptions,
-    known?: ReadonlyMap<string, number>): Promise<void> {
+    known?: ReadonlyMap<string, number>): Promise<SampleTally> {
     await this.resolveTopics(client, items, fresh, known);
     const ids = (name: string): number => this.topicIds.get(name) ?? known?.get(name) ?? fresh.get(name) ?? 0;
-    await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
+    const tally = await this.insertSamples(client, items, ids, opts.dedupeWindowMs);
     await this.markStale(client, items);
     await this.upsertRetained(client, items);
     const rejections = items.flatMap((i) => (i.rejection ? [i.rejection] : []));
     if (rejections.length > 0) await this.insertRejectionRows(client, rejections, null);
     await this.upsertState(client, items);
+    return tally;
   }
 
   private async resolveTopics(client: pg.PoolClient, items: readonly WriteItem[], fresh: Map<string, number>,
@@ -234,9 +258,15 @@ export class PgStore {
     for (const row of r.rows) fresh.set(row.name, row.id);
   }
 
-  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<void> {
+  /**
+   * A sample is identified by (topic, time) (a unique index): the same reading written again is one row. A
+   * different value at the same instant replaces the stored one (last write wins) and is counted as
+   * overwritten; an identical one changes nothing and is counted as repeated. Within a batch the later of
+   * two samples with one identity wins the same way (one statement cannot touch a row twice).
+   */
+  private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<SampleTally> {
     const n = items.reduce((a, i) => a + i.samples.length, 0);
-    if (n === 0) return;
+    if (n === 0) return NO_TALLY;
     const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
     const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
     const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
@@ -246,6 +276,11 @@ export class PgStore {
     const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
     // Keys met earlier in this statement (its NOT EXISTS below cannot see rows the statement itself inserts).
     const seen = check === null ? null : new Map<string, number>();
+    // Identities met earlier in this batch, with their slot (built only once a batch has two samples of a topic).
+    let slots: Map<number, Map<number, number>> | null = null;
+    const firstSlot = new Map<number, number>();
+    let overwritten = 0;
+    let repeated = 0;
     let k = 0;
     for (const item of items) {
       for (const s of item.samples) {
@@ -257,15 +292,38 @@ export class PgStore {
           seen.set(key, s.time);
         }
         const id = ids(s.topic);
-        time[k] = s.time; topic[k] = id; num[k] = s.num; text[k] = s.text; bool[k] = s.bool;
-        json[k] = s.json; bytes[k] = s.bytes; quality[k] = s.quality; src[k] = s.src;
-        if (check !== null) check[k] = ck;
-        k++;
+        // Whole microseconds, the store's resolution, computed once here: the identity this batch checks is
+        // exactly the one the unique index sees.
+        const us = Math.round(s.time * 1000);
+        let at = k;
+        const first = firstSlot.get(id);
+        if (first === undefined) {
+          firstSlot.set(id, k);
+        } else {
+          slots ??= new Map();
+          let byTime = slots.get(id);
+          if (byTime === undefined) {
+            byTime = new Map([[time[first] as number, first]]);
+            slots.set(id, byTime);
+          }
+          const twin = byTime.get(us);
+          if (twin !== undefined) {
+            at = twin;
+            if (num[at] === s.num && text[at] === s.text && bool[at] === s.bool && json[at] === s.json && bytes[at] === s.bytes && quality[at] === s.quality) repeated++;
+            else overwritten++;
+          } else {
+            byTime.set(us, k);
+          }
+        }
+        time[at] = us; topic[at] = id; num[at] = s.num; text[at] = s.text; bool[at] = s.bool;
+        json[at] = s.json; bytes[at] = s.bytes; quality[at] = s.quality; src[at] = s.src;
+        if (check !== null) check[at] = ck;
+        if (at === k) k++;
         const prev = latest.get(id);
         if (!s.hist && (!prev || prev.row.time <= s.time)) latest.set(id, { row: s, receivedAt: item.receivedAt });
       }
     }
-    if (k === 0) return;
+    if (k === 0) return NO_TALLY;
     if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
     const params = [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)];
     // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
@@ -277,17 +335,29 @@ export class PgStore {
       params.push(String(dedupeWindowMs), boolArray(check));
       extra = ', $11::bool[]';
       cols = ', ck';
-      dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples x WHERE x.topic_id = u.id
-         AND x.time BETWEEN to_timestamp((u.t - $10) / 1000.0) AND to_timestamp((u.t + $10) / 1000.0) AND x.src = u.s)`;
+      dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples y WHERE y.topic_id = u.id
+         AND y.time BETWEEN to_timestamp((u.t / 1000.0 - $10) / 1000.0) AND to_timestamp((u.t / 1000.0 + $10) / 1000.0) AND y.src = u.s)`;
     }
-    await client.query(
-      `INSERT INTO samples (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
-       SELECT to_timestamp(t / 1000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
-       FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
-         AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}`,
+    // xmax is not 0 on a row this statement updated rather than inserted; rows left alone are not returned.
+    const r = await client.query<{ written: number; replaced: number }>(
+      `WITH w AS (
+         INSERT INTO samples AS x (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
+         SELECT to_timestamp(t / 1000000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
+         FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
+           AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}
+         ON CONFLICT (topic_id, time) DO UPDATE SET v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool,
+           v_json = EXCLUDED.v_json, v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality, src = EXCLUDED.src
+         WHERE (x.v_num, x.v_text, x.v_bool, x.v_json, x.v_bytes, x.quality)
+           IS DISTINCT FROM (EXCLUDED.v_num, EXCLUDED.v_text, EXCLUDED.v_bool, EXCLUDED.v_json, EXCLUDED.v_bytes, EXCLUDED.quality)
+         RETURNING xmax)
+       SELECT count(*)::int AS written, (count(*) FILTER (WHERE xmax::text <> '0'))::int AS replaced FROM w`,
       params,
     );
-    if (latest.size === 0) return;
+    const row = r.rows[0] ?? { written: k, replaced: 0 };
+    // Of the k rows sent: inserted, replacing a different stored value, or equal to the stored one (not returned).
+    overwritten += row.replaced;
+    repeated += k - row.written;
+    if (latest.size === 0) return { overwritten, repeated };
     const lv = [...latest.entries()].sort((a, b) => a[0] - b[0]);
     // Replayed spool batches may be older than what is stored: never let an older value win.
     await client.query(
@@ -303,6 +373,7 @@ export class PgStore {
         numArray(lv.map(([, v]) => v.row.num)), textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)),
         textArray(lv.map(([, v]) => v.row.json)), textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
     );
+    return { overwritten, repeated };
   }
 
   /**

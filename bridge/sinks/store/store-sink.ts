@@ -11,7 +11,7 @@ import type { IngestOutcome } from '../../../src/core/index.js';
 import { rejection, type InboundRecord, type Point, type Rejection, type UnsMessage } from '../../../src/core/index.js';
 import type { RouteSpec } from '../../../src/core/index.js';
 import type { StoreWriter, WriteResult } from './store-writer.js';
-import { messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
+import { ReceiptClock, messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
 import type { StateRow, WriteItem } from './rows.js';
 
 export type Answer = (o: IngestOutcome) => void;
@@ -74,6 +74,7 @@ export class StoreSink {
   private readonly closedAt = new Map<number, number>();
   /** Revisions grow across restarts too: start from the clock. */
   private stateRev = Date.now() * 1000;
+  private readonly receipt = new ReceiptClock();
 
   constructor(private readonly opts: StoreSinkOptions) {
     this.ring = new Float64Array(opts.recentKeys ?? 100_000).fill(Number.NaN);
@@ -93,7 +94,7 @@ export class StoreSink {
     if (!msg.store) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     const points = this.deadband(msg.points, route);
     const key = redeliveryKey(record);
-    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key));
+    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key), this.receipt);
     if (stateKey !== undefined) item = { ...item, state: this.stateRow(stateKey) };
     if (item.samples.length === 0 && !item.retained && !item.state && !item.stale) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     if (key !== null && record.source.connection !== undefined) return this.submitTracked(msg, record, item, key, answer);

@@ -38,7 +38,33 @@ export function redeliveryKey(record: InboundRecord): number | null {
   return (h2 >>> 11) * 0x100000000 + (h1 >>> 0);
 }
 
-function sample(p: Point, src: string | null): SampleRow {
+/**
+ * A stored sample's identity is (topic, time): a point timed by its source keeps that time, so the same
+ * reading sent twice (a gateway's store-and-forward replaying after a network cut, over another connection)
+ * is one row. A point timed at its receipt (no source timestamp) is kept apart from another of the same
+ * topic received in the same millisecond by a step of one microsecond, so two readings never merge; those
+ * rely on the redelivery key for re-sends instead. A point counts as timed at receipt when its time is its
+ * message's receive time (a source timestamp equal to it, to the millisecond, is treated alike: it is
+ * stored at that time, or a microsecond later when the topic already has a sample at that instant).
+ */
+export class ReceiptClock {
+  private readonly last = new Map<string, number>();
+  /** The latest time handed out: entries older than a new receive time can never collide again. */
+  private horizon = Number.NEGATIVE_INFINITY;
+
+  time(topic: string, t: number, receivedAt: number): number {
+    if (t !== receivedAt) return t;
+    if (receivedAt > this.horizon && this.last.size > 0) this.last.clear();
+    const prev = this.last.get(topic);
+    // Whole microseconds (the store's resolution): repeated `+ 0.001` would drift below it and collide.
+    const out = prev !== undefined && prev >= t ? (Math.round(prev * 1000) + 1) / 1000 : t;
+    this.last.set(topic, out);
+    if (out > this.horizon) this.horizon = out;
+    return out;
+  }
+}
+
+function sample(p: Point, src: string | null, time: number): SampleRow {
   const v: Value = p.value;
   const quality = p.quality === 'good' ? null : p.quality;
   // Object literals with one fixed shape (no spreads): this runs once per stored point.
@@ -66,8 +92,8 @@ function sample(p: Point, src: string | null): SampleRow {
       if (v instanceof Uint8Array) bytes = Buffer.from(v).toString('base64');
       else json = stringifyJson(v);
   }
-  if (p.historical) return { topic: p.topic, time: p.timestamp, num, text, bool, json, bytes, quality, src, hist: true };
-  return { topic: p.topic, time: p.timestamp, num, text, bool, json, bytes, quality, src };
+  if (p.historical) return { topic: p.topic, time, num, text, bool, json, bytes, quality, src, hist: true };
+  return { topic: p.topic, time, num, text, bool, json, bytes, quality, src };
 }
 
 function retained(record: InboundRecord, msg: UnsMessage): RetainedRow | undefined {
@@ -77,7 +103,9 @@ function retained(record: InboundRecord, msg: UnsMessage): RetainedRow | undefin
   return { topic: record.topic, payload: Buffer.from(record.payload).toString('base64'), qos: record.source.qos };
 }
 
-export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null): WriteItem {
+/** `clock`: separates samples timed at receipt (see ReceiptClock); null keeps every point's own time. */
+export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null, clock: ReceiptClock | null = null): WriteItem {
+  const at = (p: Point): number => (clock === null ? p.timestamp : clock.time(p.topic, p.timestamp, record.receivedAt));
   const pts = msg.points;
   if (msg.session?.online === false) {
     // A DEATH: its points are the stale marks of the metrics it ends; the stored values stay.
@@ -86,7 +114,7 @@ export function messageToItem(msg: UnsMessage, record: InboundRecord, src: strin
   if (pts.length === 1 && !pts[0]?.transient) {
     const p = pts[0] as Point;
     return {
-      samples: [sample(p, src)], topics: [{ name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null }],
+      samples: [sample(p, src, at(p))], topics: [{ name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null }],
       retained: retained(record, msg), receivedAt: record.receivedAt,
     };
   }
@@ -94,7 +122,7 @@ export function messageToItem(msg: UnsMessage, record: InboundRecord, src: strin
   const samples: SampleRow[] = [];
   for (const p of pts) {
     if (p.transient) continue; // Sparkplug is_transient: live only
-    samples.push(sample(p, src));
+    samples.push(sample(p, src, at(p)));
     if (!topics.has(p.topic)) {
       topics.set(p.topic, { name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null });
     }
