@@ -4,6 +4,8 @@
 import { createServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './core/index.js';
 import { createLogger, type Logger } from './core/index.js';
@@ -55,8 +57,17 @@ export interface RunningServer {
    * SIGHUP: the TLS files and the database users are read again (a renewed certificate is also picked up
    * by itself when its file changes). topics.yaml is not: a changed namespace needs a restart.
    */
-  reload(reason: string): Promise<{ tls: boolean }>;
+  reload(reason: string): Promise<{ tls: boolean; topics: 'unchanged' | 'changed' | 'invalid' }>;
   stop(): Promise<void>;
+}
+
+/** SHA-256 of a file's bytes, or '' when it cannot be read. */
+function fileDigest(file: string): string {
+  try {
+    return createHash('sha256').update(readFileSync(file)).digest('hex');
+  } catch {
+    return '';
+  }
 }
 
 export async function startServer(config: Config, log: Logger = createLogger(config.log.level)): Promise<RunningServer> {
@@ -85,6 +96,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   }
   // Start-up throws early and clearly; nothing below runs with a bad namespace.
   const namespace = loadTopics(config.topicsFile);
+  const topicsDigest = fileDigest(config.topicsFile);
   const schemas = loadPayloadSchemas(join(schemasDir(), 'payloads'));
   assertSchemasExist(namespace, schemas);
   // Signed inbound ingest: secrets resolved now, so a missing one stops start-up rather than the first request.
@@ -337,8 +349,21 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     async reload(reason) {
       const changed = tls?.reload(reason) ?? false;
       if (storeOpen) await reloadUsers().catch((e: Error) => log.warn({ err: e.message }, 'users not reloaded'));
-      log.info({ reason, tls: changed }, 'reloaded');
-      return { tls: changed };
+      // topics.yaml is not applied at run time, but an operator who edited it and sent SIGHUP is told so,
+      // and whether a restart would start with it.
+      let topics: 'unchanged' | 'changed' | 'invalid' = 'unchanged';
+      if (fileDigest(config.topicsFile) !== topicsDigest) {
+        try {
+          loadTopics(config.topicsFile);
+          topics = 'changed';
+          log.warn({ file: config.topicsFile }, 'topics.yaml changed since start-up and is valid: restart to apply it (it is read at start-up only)');
+        } catch (e) {
+          topics = 'invalid';
+          log.error({ file: config.topicsFile, err: (e as Error).message }, 'topics.yaml changed since start-up and is NOT valid: a restart would fail; the running namespace is unchanged');
+        }
+      }
+      log.info({ reason, tls: changed, topics }, 'reloaded');
+      return { tls: changed, topics };
     },
     async stop() {
       if (stopping) return;

@@ -209,11 +209,11 @@ describe('TLS: MQTT over TLS, HTTPS/WSS, certificate reload, client certificates
     const mqttsPort = server.mqttsPort as number;
     const a = fingerprintOf(join(pki, 'server-a.crt'));
     copyFileSync(join(pki, 'server-b.crt'), join(certDir, 'server.crt'));
-    expect(await server.reload('test')).to.deep.equal({ tls: false });
+    expect(await server.reload('test')).to.deep.equal({ tls: false, topics: 'unchanged' });
     expect(await servedFingerprint(mqttsPort, ca)).to.equal(a);
     // The key arrives: the next reload (SIGHUP) applies the pair.
     copyFileSync(join(pki, 'server-b.key'), join(certDir, 'server.key'));
-    expect(await server.reload('test')).to.deep.equal({ tls: true });
+    expect(await server.reload('test')).to.deep.equal({ tls: true, topics: 'unchanged' });
     expect(await servedFingerprint(mqttsPort, ca)).to.equal(fingerprintOf(join(pki, 'server-b.crt')));
   });
 
