@@ -2,3 +2,4 @@ export { UnsBroker, type BrokerOptions, type BrokerLimits, type BrokerStats } fr
 export { Authenticator, isFailure, type Principal, type UserRecord, type AuthenticatorOptions } from './auth.js';
 export { AccessControl, Permissions, type RoleMap } from '../src/core/index.js';
 export { guardFrames, FrameScanner } from './frame-guard.js';
+export { BrokerLink, ORIGIN_PROPERTY, type BrokerLinkOptions, type BrokerLinkStats } from './link.js';

@@ -6,8 +6,10 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Config } from './core/index.js';
+import type { Config, IngestFn } from './core/index.js';
+import { filterCovers } from './core/index.js';
 import { createLogger, type Logger } from './core/index.js';
 import { loadTopics, type Namespace } from './core/index.js';
 import { loadPayloadSchemas, assertSchemasExist } from './core/index.js';
@@ -15,7 +17,7 @@ import { schemasDir, packageVersion } from './core/index.js';
 import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
-import { UnsBroker, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
+import { UnsBroker, BrokerLink, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink, sessionEventsSink, SparkplugHost, SparkplugMapper, republishSink } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
@@ -33,7 +35,7 @@ import { buildIngestSources, IngestDedupStore } from '../bridge/index.js';
 
 export interface RunningServer {
   readonly config: Config;
-  /** The plain MQTT port, or the MQTT over TLS port when plain MQTT is off. */
+  /** The plain MQTT port, or the MQTT over TLS port when plain MQTT is off; 0 in external-broker mode. */
   readonly mqttPort: number;
   /** MQTT over TLS, when a certificate is configured. */
   readonly mqttsPort: number | null;
@@ -41,7 +43,9 @@ export interface RunningServer {
   /** Whether the HTTP port speaks HTTPS (and WSS). */
   readonly https: boolean;
   readonly databaseUrl: string;
-  readonly broker: UnsBroker;
+  /** The embedded broker; null in external-broker mode (UNS_BROKER_URL), where `link` is set instead. */
+  readonly broker: UnsBroker | null;
+  readonly link: BrokerLink | null;
   readonly pipeline: Pipeline;
   readonly writer: StoreWriter;
   readonly store: PgStore;
@@ -59,6 +63,24 @@ export interface RunningServer {
    */
   reload(reason: string): Promise<{ tls: boolean; topics: 'unchanged' | 'changed' | 'invalid' }>;
   stop(): Promise<void>;
+}
+
+/**
+ * External-broker mode: the link, with the Sparkplug host's STATE as its Will and STATE online published on
+ * every connection before subscribing. It ingests the route filters of topics.yaml (those no other one
+ * covers: overlapping shared subscriptions would each deliver a copy) unless UNS_BROKER_FILTERS says otherwise.
+ */
+function linkFor(config: Config, namespace: Namespace, ingest: IngestFn, host: SparkplugHost, log: Logger): BrokerLink {
+  const c = config.link;
+  const wanted = c.filters.trim() !== '' ? c.filters.split(',').map((f) => f.trim()).filter((f) => f !== '') : namespace.routes.map((r) => r.filter);
+  const filters = [...new Set(wanted)].filter((f, i, all) => !all.some((g, j) => j !== i && filterCovers(g, f) && (!filterCovers(f, g) || j < i)));
+  const clientId = c.clientId ?? `uns-bridge-${hostname()}-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 8)}`;
+  return new BrokerLink({
+    url: c.url as string, clientId, username: c.username, password: c.password, ca: c.caPath === null ? null : readFileSync(c.caPath),
+    group: c.group, filters, sessionExpiryS: c.sessionExpiryS, receiveMaximum: c.receiveMaximum, keepaliveS: c.keepaliveS,
+    rejectedPrefix: c.rejectedPrefix, resendCheckCount: config.mqtt.resendCheckCount, will: host.will(), onConnect: () => host.online(),
+    ingest, log,
+  });
 }
 
 /** SHA-256 of a file's bytes, or '' when it cannot be read. */
@@ -157,7 +179,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   // The Sparkplug host: told by the decoder what to act on, publishing through the broker built below.
   const host = new SparkplugHost({
     ...config.sparkplug, log: log.child({ component: 'sparkplug' }),
-    publish: (topic, payload, retain, qos) => broker.publishFromServer(topic, payload, retain, qos),
+    publish: (topic, payload, retain, qos) => publishOut(topic, payload, retain, qos),
   });
   const sparkplug = new SparkplugDecoder({
     maxBytes: config.payload.maxBytes, maxFutureMs: config.sparkplug.maxFutureMs, listener: host,
@@ -179,16 +201,26 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     knownRole: (r) => acl.hasRole(r),
   });
   const auth = new Authenticator({ users: () => users, anonymousRole: namespace.anonymousRole, acl, verifyJwt });
-  const broker = await UnsBroker.create({
+  // External-broker mode: no broker here; the link to the plant's broker is made once everything that
+  // handles messages is in place (below, where the embedded broker would start listening).
+  const broker = config.link.url !== null ? null : await UnsBroker.create({
     limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
     connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
   });
+  let link: BrokerLink | null = null;
+  // What the server publishes (HTTP publish, Sparkplug STATE and commands, republished metrics).
+  const publishOut = (topic: string, payload: Buffer, retain: boolean, qos: 0 | 1 = 1): Promise<void> => {
+    if (broker !== null) return broker.publishFromServer(topic, payload, retain, qos);
+    if (link !== null) return link.publish(topic, payload, retain, qos);
+    return Promise.reject(new Error('not connected to the broker yet'));
+  };
   // Closed here on a failed start-up; on stop() at its place as ingress (pushed again once it listens).
-  undo.push(() => broker.close());
+  if (broker !== null) undo.push(() => broker.close());
 
   let retainedRestored = false;
   const restoreRetained = async (): Promise<void> => {
-    if (retainedRestored) return;
+    // With an external broker, retained messages are that broker's.
+    if (retainedRestored || broker === null) return;
     await broker.restoreRetained(await store.loadRetained());
     retainedRestored = true;
   };
@@ -226,7 +258,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const readiness = (): ReadinessReport => readinessReport({
     users: { count: users.size, warning: nobody() },
     writer: writer.stats, storeOpen, timescale: store.timescale.enabled, stopping,
-    broker: { clients: broker.connectedClients, held: broker.stats.held },
+    broker: broker !== null ? { clients: broker.connectedClients, held: broker.stats.held } : { clients: 0, held: link?.stats.held ?? 0 },
+    link: config.link.url === null ? null : {
+      broker: link?.address ?? null, connected: link?.stats.connected ?? false, lastError: link?.stats.lastError ?? 'not started',
+      held: link?.stats.held ?? 0, connectionsLost: link?.stats.connectionsLost ?? 0,
+    },
     embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
   });
 
@@ -256,14 +292,15 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   pipeline.addSink(sessionEventsSink((e) => events.emit(e)));
   pipeline.addSink(host.sink());
   // Sparkplug metrics mapped into the ISA-95 namespace reach plain MQTT subscribers as JSON on their topic.
-  pipeline.addSink(republishSink((topic, payload) => broker.publishFromServer(topic, payload, false, 1),
+  pipeline.addSink(republishSink((topic, payload) => publishOut(topic, payload, false, 1),
     (topic, e) => log.warn({ topic, err: e.message }, 'mapped Sparkplug metric not republished')));
   const clientEvent = (type: 'device.online' | 'device.offline') => (c: { id: string }): void => {
     const now = Date.now();
     events.emit({ id: eventId(now), type, occurredAt: now, data: { source: 'mqtt', client_id: c.id, username: (c as { uns?: { username?: string } }).uns?.username ?? null } });
   };
-  broker.aedes.on('clientReady', clientEvent('device.online'));
-  broker.aedes.on('clientDisconnect', clientEvent('device.offline'));
+  // Client connections are seen by the embedded broker only (an external broker has its own events).
+  broker?.aedes.on('clientReady', clientEvent('device.online'));
+  broker?.aedes.on('clientDisconnect', clientEvent('device.offline'));
   writer.on('state', (s) => {
     const now = Date.now();
     events.emit({ id: eventId(now), type: 'system.health_changed', occurredAt: now, data: { component: 'store', state: s, reason: s === 'degraded' ? writer.stats.lastError : null } });
@@ -273,10 +310,10 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const metrics = new Metrics({
     accepted: () => pipeline.stats.accepted, rejected: () => pipeline.stats.rejected, queueDepth: () => writer.queued,
     spoolBytes: () => writer.stats.spoolBytes, backpressureHolds: () => pipeline.stats.backpressureHolds,
-    duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker.connectedClients,
+    duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker?.connectedClients ?? 0,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
-    broker: () => broker.stats, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
+    ...(broker !== null ? { broker: () => broker.stats } : {}), link: () => link?.stats ?? null, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,
@@ -296,7 +333,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     },
   });
   const publish = httpPublisher({
-    ingest: pipeline.ingest, deliver: (topic, payload, retain) => broker.publishFromServer(topic, payload, retain),
+    ingest: pipeline.ingest, deliver: (topic, payload, retain) => publishOut(topic, payload, retain),
     holding: () => writer.stats.holding?.reason ?? null,
   });
   const deps: ApiDeps = {
@@ -315,20 +352,30 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   undo.push(() => new Promise((r) => { http.closeAllConnections(); http.close(r); }));
   http.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '').split('?')[0];
-    if (path === config.mqtt.wsPath) broker.handleUpgrade(req, socket, head);
+    if (path === config.mqtt.wsPath && broker !== null) broker.handleUpgrade(req, socket, head);
     else if (path === '/ws/datapoints/stream') stream.handleUpgrade(req, socket, head);
     else socket.destroy();
   });
   // STATE online before any edge traffic is accepted; offline first thing on stop (pushed after the broker).
-  await host.online();
+  if (broker !== null) await host.online();
   await new Promise<void>((res, rej) => {
     http.once('error', rej);
     http.listen(config.http.port, config.http.host, () => { http.off('error', rej); res(); });
   });
-  const plainAddr = config.tls.mqttPlain === 'on' ? await broker.listenTcp(config.mqtt.port, config.mqtt.host) : null;
-  const tlsAddr = tls !== null ? await broker.listenTls(config.tls.mqttPort, config.mqtt.host, tls, config.tls.clientCerts) : null;
-  const mqttAddr = (plainAddr ?? tlsAddr) as AddressInfo;
-  undo.push(() => broker.close());
+  let plainAddr: AddressInfo | null = null;
+  let tlsAddr: AddressInfo | null = null;
+  if (broker !== null) {
+    plainAddr = config.tls.mqttPlain === 'on' ? await broker.listenTcp(config.mqtt.port, config.mqtt.host) : null;
+    tlsAddr = tls !== null ? await broker.listenTls(config.tls.mqttPort, config.mqtt.host, tls, config.tls.clientCerts) : null;
+    undo.push(() => broker.close());
+  } else {
+    // Known before it connects: STATE online goes out through it on every connection.
+    const l = linkFor(config, namespace, pipeline.ingest, host, log.child({ component: 'link' }));
+    link = l;
+    undo.push(() => l.close());
+    await l.start();
+    l.accept();
+  }
   undo.push(() => host.offline());
   const httpPort = (http.address() as AddressInfo).port;
 
@@ -340,11 +387,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   retentionTimer.unref();
   undo.push(async () => clearInterval(retentionTimer));
 
-  log.info({ mqtt: plainAddr?.port ?? null, mqtts: tlsAddr?.port ?? null, http: httpPort, https, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
+  log.info({ mqtt: plainAddr?.port ?? null, mqtts: tlsAddr?.port ?? null, broker: link?.address ?? null, http: httpPort, https, wsPath: config.mqtt.wsPath, embedded: pgProcess !== null, timescale: store.timescale.enabled },
     'uns-bridge started');
 
   return {
-    config, mqttPort: mqttAddr.port, mqttsPort: tlsAddr?.port ?? null, httpPort, https, databaseUrl, broker, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
+    config, mqttPort: (plainAddr ?? tlsAddr)?.port ?? 0, mqttsPort: tlsAddr?.port ?? null, httpPort, https, databaseUrl, broker, link, pipeline, writer, store, namespace, hub, metrics, events, rules, readiness,
     webhooks, sparkplug: host,
     async reload(reason) {
       const changed = tls?.reload(reason) ?? false;

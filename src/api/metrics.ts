@@ -22,6 +22,9 @@ export interface MetricSources {
     subscribesDenied: number; frameViolations: Readonly<Partial<Record<string, number>>>; publishesRejected: number; forwardsDropped: number;
     slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; tlsHandshakeFailures: number;
   };
+  /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
+  link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
+    publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number } | null;
   /** Committed samples that met a stored one of the same topic and time. */
   samples?(): { overwritten: number; repeated: number };
   /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
@@ -106,6 +109,22 @@ export class Metrics {
       counterFrom('uns_mqtt_messages_sent_total', 'MQTT deliveries to subscribers.', () => b().messagesOut);
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
       counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
+    }
+    const link = src.link;
+    if (link) {
+      const l = (k: 'connects' | 'connectionsLost' | 'messagesIn' | 'bytesIn' | 'messagesOut' | 'bytesOut' | 'publishesRejected' | 'notDurable' | 'ownSkipped' | 'subscriptionsRefused') => () => link()?.[k] ?? 0;
+      gaugeFrom('uns_broker_link_up', 'External-broker mode: 1 while connected to the broker.', () => (link()?.connected ? 1 : 0));
+      gaugeFrom('uns_broker_link_held', 'External-broker mode: messages whose acknowledgement to the broker waits for the store.', () => link()?.held ?? 0);
+      counterFrom('uns_broker_link_connects_total', 'External-broker mode: accepted connections to the broker.', l('connects'));
+      counterFrom('uns_broker_link_connections_lost_total', 'External-broker mode: connections to the broker lost.', l('connectionsLost'));
+      counterFrom('uns_broker_link_messages_received_total', 'External-broker mode: messages received from the broker.', l('messagesIn'));
+      counterFrom('uns_broker_link_received_bytes_total', 'External-broker mode: payload bytes received from the broker.', l('bytesIn'));
+      counterFrom('uns_broker_link_messages_sent_total', 'External-broker mode: messages published to the broker.', l('messagesOut'));
+      counterFrom('uns_broker_link_sent_bytes_total', 'External-broker mode: payload bytes published to the broker.', l('bytesOut'));
+      counterFrom('uns_broker_link_rejected_total', 'External-broker mode: messages refused as data (republished under the rejected prefix).', l('publishesRejected'));
+      counterFrom('uns_broker_link_not_durable_total', 'External-broker mode: messages left unacknowledged because they could not be made durable (delivered again).', l('notDurable'));
+      counterFrom('uns_broker_link_own_skipped_total', 'External-broker mode: messages this server published itself, not ingested again.', l('ownSkipped'));
+      counterFrom('uns_broker_link_subscriptions_refused_total', 'External-broker mode: subscriptions the broker refused.', l('subscriptionsRefused'));
     }
     const samples = src.samples;
     if (samples) {

@@ -10,6 +10,10 @@ export interface ReadinessParts {
   readonly storeOpen: boolean;
   readonly timescale: boolean;
   readonly broker: { readonly clients: number; readonly held: number };
+  /** External-broker mode: the link to the plant's broker (null when the broker is embedded). */
+  readonly link?: {
+    readonly broker: string | null; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
+  } | null;
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;
   /** Users that can authenticate; a warning when there are none (and no anonymous role): everyone is locked out. */
@@ -20,7 +24,8 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 
 export function readinessReport(p: ReadinessParts): ReadinessReport {
   const w = p.writer;
-  const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running');
+  const linkDown = p.link !== undefined && p.link !== null && !p.link.connected;
+  const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running') || linkDown;
   return {
     ready: !degraded && !p.stopping,
     status: p.stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
@@ -35,6 +40,7 @@ export function readinessReport(p: ReadinessParts): ReadinessReport {
         replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: iso(w.replay.startedAt) },
       },
       broker: p.broker,
+      ...(p.link ? { link: { ...p.link, lastError: p.link.connected ? null : p.link.lastError } } : {}),
       backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
       embedded: p.embedded,
       users: p.users,

@@ -38,6 +38,20 @@ export interface Config {
     /** How often the certificate files are checked for a change (ms). */
     readonly watchIntervalMs: number;
   };
+  /**
+   * External-broker mode: with a URL, no broker is embedded; the server attaches to that broker as an MQTT 5
+   * client and ingests through a shared subscription, acknowledging each message once it is durable.
+   */
+  readonly link: {
+    readonly url: string | null; readonly username: string | null; readonly password: string | null; readonly caPath: string | null;
+    /** The persistent session's client id; null: derived from the host name and the data dir (stable, one per instance). */
+    readonly clientId: string | null;
+    readonly group: string;
+    /** Comma-separated topic filters to ingest; '' = the route filters of topics.yaml. */
+    readonly filters: string;
+    readonly sessionExpiryS: number; readonly receiveMaximum: number; readonly keepaliveS: number;
+    readonly rejectedPrefix: string;
+  };
   readonly database: {
     readonly url: string | null; readonly poolSize: number; readonly statementTimeoutMs: number;
     readonly timescale: 'auto' | 'on' | 'off'; readonly compressAfter: string;
@@ -108,6 +122,10 @@ export const DEFAULTS: Config = {
     connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64 },
   http: { host: '0.0.0.0', port: 8080 },
   tls: { certPath: null, keyPath: null, caPath: null, mqttPort: 8883, mqttPlain: 'on', http: 'auto', clientCerts: 'off', watchIntervalMs: 5_000 },
+  link: {
+    url: null, username: null, password: null, caPath: null, clientId: null, group: 'uns-bridge', filters: '',
+    sessionExpiryS: 7 * 86_400, receiveMaximum: 1_000, keepaliveS: 30, rejectedPrefix: '$uns/rejected/',
+  },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
     spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, resendLagMs: 120_000, retentionIntervalMs: 3_600_000 },
@@ -142,6 +160,13 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_MQTT_PLAIN', 'tls.mqttPlain', 'string'],
   ['UNS_HTTP_TLS', 'tls.http', 'string'],
   ['UNS_TLS_CLIENT_CERTS', 'tls.clientCerts', 'string'],
+  ['UNS_BROKER_URL', 'link.url', 'nullable-string'],
+  ['UNS_BROKER_USERNAME', 'link.username', 'nullable-string'],
+  ['UNS_BROKER_PASSWORD', 'link.password', 'nullable-string'],
+  ['UNS_BROKER_CA_PATH', 'link.caPath', 'nullable-string'],
+  ['UNS_BROKER_CLIENT_ID', 'link.clientId', 'nullable-string'],
+  ['UNS_BROKER_GROUP', 'link.group', 'string'],
+  ['UNS_BROKER_FILTERS', 'link.filters', 'string'],
   ['DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_TIMESCALE', 'database.timescale', 'string'],
@@ -178,7 +203,7 @@ export function unknownEnvNames(env: NodeJS.ProcessEnv = process.env): string[] 
 }
 
 /** Keys whose values are never echoed in an error. */
-const SECRET_PATHS = new Set(['auth.adminPassword', 'auth.jwtSecret', 'database.url']);
+const SECRET_PATHS = new Set(['auth.adminPassword', 'auth.jwtSecret', 'database.url', 'link.password', 'link.url']);
 
 type Obj = Record<string, unknown>;
 

@@ -423,7 +423,7 @@ describe('crash-resend', function () {
     const t0 = Date.now();
     await waitFor(() => Date.now() - t0 > 500, 2_000, 'the connection to outlive the resend lag');
     first.destroy();
-    await waitFor(() => server.broker.connectedClients === 0, 5_000, 'the first connection to close');
+    await waitFor(() => server.broker!.connectedClients === 0, 5_000, 'the first connection to close');
     // It reboots and starts its packet ids at 1 again, with the same first message.
     const second = await rawConnect(server.mqttPort, 'reboot-device');
     second.write(publishBytes(topic, '{"value": 1}', { qos: 1, messageId: 1 }));

@@ -67,9 +67,9 @@ describe('mqtt security (one server for every area)', function () {
     return client;
   }
 
-  const denied = (code: ErrorCode): number => server.broker.stats.publishesDenied[code] ?? 0;
-  const frames = (code: ErrorCode): number => server.broker.stats.frameViolations[code] ?? 0;
-  const refused = (code: ErrorCode): number => server.broker.stats.connectsRefused[code] ?? 0;
+  const denied = (code: ErrorCode): number => server.broker!.stats.publishesDenied[code] ?? 0;
+  const frames = (code: ErrorCode): number => server.broker!.stats.frameViolations[code] ?? 0;
+  const refused = (code: ErrorCode): number => server.broker!.stats.connectsRefused[code] ?? 0;
 
   /** Another client and the server carry on: a QoS 1 publish is acknowledged and /health answers. */
   async function carriesOn(): Promise<void> {
@@ -173,13 +173,13 @@ describe('mqtt security (one server for every area)', function () {
     });
 
     it('refuses a write-only role a subscription to the data it writes', async () => {
-      const before = server.broker.stats.subscribesDenied;
+      const before = server.broker!.stats.subscribesDenied;
       const { client, returnCode } = await rawConnect({ clientId: 'plc-sub', ...plc() });
       expect(returnCode).to.equal(0);
       client.send({ cmd: 'subscribe', messageId: 6, subscriptions: [{ topic: 'acme/#', qos: 1 }, { topic: 'spBv1.0/+/NCMD/#', qos: 1 }] });
       const suback = await client.next('suback');
       expect(suback && 'granted' in suback ? suback.granted : null).to.deep.equal([128, 1]);
-      expect(server.broker.stats.subscribesDenied).to.equal(before + 1);
+      expect(server.broker!.stats.subscribesDenied).to.equal(before + 1);
       client.destroy();
       await carriesOn();
     });

@@ -60,16 +60,16 @@ describe('slow consumer - a subscriber that stops reading', function () {
     });
     await waitFor(() => got >= N, 20_000, 'the live subscriber to receive every message');
     expect(got).to.equal(N);
-    expect(server.broker.stats.forwardsDropped).to.be.greaterThan(0);
+    expect(server.broker!.stats.forwardsDropped).to.be.greaterThan(0);
     // What waits for the stalled subscriber stays near the limit, not the ~36 MB published.
-    const waiting = (server.broker.aedes as unknown as { clients: Record<string, { conn: { writableLength: number } }> }).clients['stalled']?.conn.writableLength ?? 0;
+    const waiting = (server.broker!.aedes as unknown as { clients: Record<string, { conn: { writableLength: number } }> }).clients['stalled']?.conn.writableLength ?? 0;
     // That is the limit plus the deliveries Aedes had already scheduled when the check ran (at most the
     // 20 publishes in flight).
     expect(waiting).to.be.at.most(65_536 + 20 * (body.length + 100));
 
-    const clients = server.broker.connectedClients;
+    const clients = server.broker!.connectedClients;
     stalled.destroy();
-    await waitFor(() => server.broker.connectedClients < clients, 5_000, 'the broker to drop the stalled subscriber');
+    await waitFor(() => server.broker!.connectedClients < clients, 5_000, 'the broker to drop the stalled subscriber');
     const health = await fetch(`http://127.0.0.1:${server.httpPort}/health`);
     expect(health.status).to.equal(200);
     await new Promise<void>((res, rej) => pub.publish('acme/plant1/utilities/line4/valve1/position', body, { qos: 1 }, (e) => (e ? rej(e) : res())));

@@ -164,7 +164,7 @@ describe('TLS: MQTT over TLS, HTTPS/WSS, certificate reload, client certificates
       s.on('error', () => undefined);
       s.on('close', () => res());
     });
-    await waitFor(() => server!.broker.stats.tlsHandshakeFailures >= 1, 5_000, 'the handshake failure counted');
+    await waitFor(() => server!.broker!.stats.tlsHandshakeFailures >= 1, 5_000, 'the handshake failure counted');
     const c = await mqttsConnect(port, { ca, username: ADMIN.username, password: ADMIN.password });
     c.end();
   });
@@ -259,7 +259,7 @@ describe('TLS: MQTT over TLS, HTTPS/WSS, certificate reload, client certificates
       expect(await refused(foreign)).to.equal(4);
       // Not verified, so not an identity; the password still works for that connection.
       expect(await refused({ ...foreign, username: 'line1-plc', password: 'plc-password-1' })).to.equal(0);
-      expect(server.broker.stats.connectsRefused['UNS_ERR_AUTH_FAILED']).to.equal(3);
+      expect(server.broker!.stats.connectsRefused['UNS_ERR_AUTH_FAILED']).to.equal(3);
     });
 
     it('required: a connection without a verified client certificate fails its handshake', async () => {
@@ -274,7 +274,7 @@ describe('TLS: MQTT over TLS, HTTPS/WSS, certificate reload, client certificates
         err = e as Error;
       }
       expect(err, 'a connection without a certificate').to.not.equal(null);
-      await waitFor(() => server!.broker.stats.tlsHandshakeFailures >= 1, 5_000, 'the refused handshake counted');
+      await waitFor(() => server!.broker!.stats.tlsHandshakeFailures >= 1, 5_000, 'the refused handshake counted');
       const c = await mqttsConnect(port, { ca, key: plcKey(), cert: plcCert() });
       expect(c.connected).to.equal(true);
       c.end();

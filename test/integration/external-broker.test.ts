@@ -1,0 +1,212 @@
+/**
+ * External-broker mode (UNS_BROKER_URL) against Debian's Mosquitto started by the test: ingest through a
+ * shared subscription with acknowledgement after commit, dead letters on that broker, HTTP publish out
+ * through it (and not ingested twice), Sparkplug STATE, two instances splitting the load, a bridge killed
+ * with -9 under load, a broker that is down at start-up, and refused credentials.
+ */
+import { expect } from 'chai';
+import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import mqtt, { type MqttClient } from 'mqtt';
+import { TestPostgres, freePort, query } from '../helpers/postgres.js';
+import { TestMosquitto } from '../helpers/mosquitto.js';
+import { spawnServer } from '../helpers/child-server.js';
+import { cleanup, startTestServer, testConfig, waitFor, roleToken } from '../helpers/server.js';
+import type { RunningServer } from '../../src/main.js';
+
+async function device(url: string, opts: mqtt.IClientOptions = {}): Promise<MqttClient> {
+  const c = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...opts });
+  await new Promise<void>((res, rej) => { c.once('connect', () => res()); c.once('error', rej); });
+  c.on('error', () => undefined);
+  return c;
+}
+
+function pub(c: MqttClient, topic: string, payload: string, qos: 0 | 1 = 1): Promise<void> {
+  return new Promise((res, rej) => c.publish(topic, payload, { qos }, (e) => (e ? rej(e) : res())));
+}
+
+async function values(url: string, prefix: string): Promise<number[]> {
+  const rows = await query<{ v: number }>(url, `SELECT s.v_num AS v FROM samples s JOIN topics t ON t.id = s.topic_id WHERE t.name LIKE $1 ORDER BY s.v_num`, [`${prefix}%`]);
+  return rows.map((r) => r.v);
+}
+
+describe('external-broker mode - attached to Mosquitto', function () {
+  this.timeout(120_000);
+  const pg = new TestPostgres();
+  const mosq = new TestMosquitto();
+  let dbUrl: string;
+  const servers: RunningServer[] = [];
+  const clients: MqttClient[] = [];
+
+  before(async () => {
+    await pg.start();
+    dbUrl = await pg.createDatabase('external');
+    await mosq.start();
+  });
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.end(true);
+    for (const s of servers.splice(0)) { await s.stop(); cleanup(s.config); }
+  });
+  after(async () => {
+    await mosq.destroy();
+    await pg.destroy();
+  });
+
+  const start = async (over: Record<string, unknown> = {}): Promise<RunningServer> => {
+    const s = await startTestServer(testConfig(dbUrl, { link: { url: mosq.url, ...over } }));
+    servers.push(s);
+    return s;
+  };
+  const dev = async (opts: mqtt.IClientOptions = {}): Promise<MqttClient> => {
+    const c = await device(mosq.url, opts);
+    clients.push(c);
+    return c;
+  };
+
+  it('ingests what devices publish to the broker, stores it, and has no MQTT listener of its own', async () => {
+    const server = await start();
+    expect(server.broker).to.equal(null);
+    expect(server.mqttPort).to.equal(0);
+    await waitFor(() => server.readiness().ready, 10_000, 'ready');
+    const ready = (await (await fetch(`http://127.0.0.1:${server.httpPort}/ready`)).json()) as { checks: { link: { connected: boolean; broker: string } } };
+    expect(ready.checks.link).to.include({ connected: true, broker: mosq.url });
+    const d = await dev({ clientId: 'plc-1' });
+    for (let i = 0; i < 50; i++) await pub(d, 'acme/plant1/packaging/line1/filler/flow', JSON.stringify({ value: i }));
+    await waitFor(async () => (await values(dbUrl, 'acme/plant1/packaging/line1/filler/flow')).length === 50, 10_000, '50 rows');
+    expect(await values(dbUrl, 'acme/plant1/packaging/line1/filler/flow')).to.deep.equal(Array.from({ length: 50 }, (_, i) => i));
+    expect(server.link?.stats.messagesIn).to.equal(50);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    expect(metrics).to.match(/^uns_broker_link_up 1$/m);
+    expect(metrics).to.match(/^uns_broker_link_messages_received_total 50$/m);
+  });
+
+  it('republishes a refused message on the broker under $uns/rejected/ with its code', async () => {
+    await start();
+    const watcher = await dev({ clientId: 'watcher' });
+    const got = new Promise<{ topic: string; body: { code: string } }>((res) => {
+      watcher.on('message', (topic, payload) => res({ topic, body: JSON.parse(payload.toString()) as { code: string } }));
+    });
+    await new Promise<void>((res, rej) => watcher.subscribe('$uns/rejected/#', { qos: 1 }, (e) => (e ? rej(e) : res())));
+    await pub(await dev({ clientId: 'plc-2' }), 'acme/plant1/packaging/line1/filler/temperature', '{"value": "hot"}');
+    const dl = await got;
+    expect(dl.topic).to.equal('$uns/rejected/acme/plant1/packaging/line1/filler/temperature');
+    expect(dl.body.code).to.match(/^UNS_ERR_/);
+  });
+
+  it('publishes HTTP writes and Sparkplug STATE through the broker, and does not ingest its own publishes again', async () => {
+    const server = await start();
+    const watcher = await dev({ clientId: 'scada' });
+    const seen: Array<{ topic: string; payload: string; retain: boolean }> = [];
+    watcher.on('message', (topic, payload, packet) => seen.push({ topic, payload: payload.toString(), retain: packet.retain }));
+    await new Promise<void>((res, rej) => watcher.subscribe(['acme/plant2/#', 'spBv1.0/STATE/#'], { qos: 1 }, (e) => (e ? rej(e) : res())));
+    await waitFor(() => seen.find((m) => m.topic === `spBv1.0/STATE/${server.config.sparkplug.hostId}`), 5_000, 'STATE online');
+    expect(JSON.parse(seen.find((m) => m.topic.startsWith('spBv1.0/STATE/'))?.payload ?? '{}')).to.include({ online: true });
+    const topic = 'acme/plant2/brewing/line1/kettle/flow';
+    const res = await fetch(`http://127.0.0.1:${server.httpPort}/api/v1/publish?topic=${encodeURIComponent(topic)}`, {
+      method: 'POST', headers: { authorization: `Bearer ${roleToken('mes', ['admin'])}`, 'content-type': 'application/json' }, body: '{"value": 7}',
+    });
+    expect(res.status).to.equal(202);
+    await waitFor(() => seen.find((m) => m.topic === topic), 5_000, 'the HTTP write on the broker');
+    await waitFor(() => (server.link?.stats.ownSkipped ?? 0) >= 1, 5_000, 'its own publish seen and skipped');
+    expect(await values(dbUrl, topic)).to.deep.equal([7]);
+  });
+
+  it('two instances in one group split the messages, each stored once; one stopping leaves nothing behind', async () => {
+    const a = await start({ clientId: 'bridge-a' });
+    const b = await start({ clientId: 'bridge-b' });
+    const d = await dev({ clientId: 'plc-3' });
+    const prefix = 'acme/plant2/packaging/line2/';
+    await Promise.all(Array.from({ length: 400 }, (_, i) => pub(d, `${prefix}c${i % 8}/flow`, JSON.stringify({ value: i }))));
+    await waitFor(async () => (await values(dbUrl, prefix)).length >= 400, 20_000, '400 rows');
+    expect(await values(dbUrl, prefix)).to.deep.equal(Array.from({ length: 400 }, (_, i) => i));
+    expect(a.link?.stats.messagesIn).to.be.greaterThan(0);
+    expect(b.link?.stats.messagesIn).to.be.greaterThan(0);
+    expect((a.link?.stats.messagesIn ?? 0) + (b.link?.stats.messagesIn ?? 0)).to.equal(400);
+    // Scale-in: a stops gracefully and ends its session, so nothing later waits there for it.
+    servers.splice(servers.indexOf(a), 1);
+    await a.stop();
+    cleanup(a.config);
+    await Promise.all(Array.from({ length: 200 }, (_, i) => pub(d, `${prefix}c${i % 8}/flow`, JSON.stringify({ value: 400 + i }))));
+    await waitFor(async () => (await values(dbUrl, prefix)).length >= 600, 20_000, '600 rows, the last 200 through b');
+    expect(await values(dbUrl, prefix)).to.deep.equal(Array.from({ length: 600 }, (_, i) => i));
+  });
+
+  it('a bridge killed with -9 under load loses nothing: the broker delivers what it had not acknowledged again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uns-link-kill-'));
+    chmodSync(dir, 0o755);
+    const env = { UNS_BROKER_URL: mosq.url, UNS_BROKER_CLIENT_ID: 'bridge-kill', UNS_BROKER_GROUP: 'kill-test' };
+    try {
+      let child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
+      const d = await dev({ clientId: 'plc-4' });
+      const prefix = 'acme/plant1/utilities/line9/';
+      const total = 3_000;
+      let sent = 0;
+      const sending = (async () => {
+        while (sent < total) {
+          const batch = Array.from({ length: 50 }, () => sent++);
+          await Promise.all(batch.map((i) => pub(d, `${prefix}c${i % 10}/flow`, JSON.stringify({ value: i }))));
+        }
+      })();
+      await waitFor(async () => (await values(dbUrl, prefix)).length >= 500, 20_000, 'the first 500 stored');
+      await child.kill('SIGKILL');
+      await sending;
+      // Everything published meanwhile waits in the bridge's session on the broker.
+      child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
+      try {
+        await waitFor(async () => (await values(dbUrl, prefix)).length >= total, 60_000, 'every message stored');
+        const v = await values(dbUrl, prefix);
+        expect(v.length, 'stored once each').to.equal(total);
+        expect(new Set(v).size).to.equal(total);
+      } finally {
+        await child.kill('SIGTERM');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('starts not ready while the broker is unreachable, and connects when it comes', async () => {
+    const later = new TestMosquitto();
+    try {
+      later.port = await freePort();
+      const server = await startTestServer(testConfig(dbUrl, { link: { url: later.url } }));
+      servers.push(server);
+      expect(server.readiness().ready).to.equal(false);
+      const r = await fetch(`http://127.0.0.1:${server.httpPort}/ready`);
+      expect(r.status).to.equal(503);
+      const body = (await r.json()) as { checks: { link: { connected: boolean; lastError: string } } };
+      expect(body.checks.link.connected).to.equal(false);
+      expect(body.checks.link.lastError).to.match(/ECONNREFUSED/);
+      await later.start();
+      await waitFor(() => server.readiness().ready, 20_000, 'ready once the broker is up');
+      const d = await device(later.url, { clientId: 'plc-5' });
+      await pub(d, 'acme/plant2/utilities/line3/boiler/flow', '{"value": 3}');
+      d.end(true);
+      await waitFor(async () => (await values(dbUrl, 'acme/plant2/utilities/line3/boiler/flow')).length === 1, 10_000, 'stored');
+    } finally {
+      await later.destroy();
+    }
+  });
+
+  it('does not start when the broker refuses its credentials, and says which settings to check', async () => {
+    const guarded = new TestMosquitto({ bridge: 'bridge-password-1' });
+    await guarded.start();
+    const cfg = testConfig(dbUrl, { link: { url: guarded.url, username: 'bridge', password: 'wrong' } });
+    try {
+      let err: Error | null = null;
+      try {
+        servers.push(await startTestServer(cfg));
+      } catch (e) {
+        err = e as Error;
+      }
+      expect(err?.message).to.match(/refused the connection .*UNS_BROKER_USERNAME/);
+      const ok = await startTestServer(testConfig(dbUrl, { link: { url: guarded.url, username: 'bridge', password: 'bridge-password-1' } }));
+      servers.push(ok);
+      await waitFor(() => ok.readiness().ready, 10_000, 'ready with the right password');
+    } finally {
+      cleanup(cfg);
+      await guarded.destroy();
+    }
+  });
+});
