@@ -7,6 +7,9 @@
  *   3b. sparkplug     uns-bridge (embedded store) as a Sparkplug host: BENCH_SP_NODES edge nodes (100) x
  *                     BENCH_SP_DEVICES devices (10) x BENCH_SP_METRICS Double metrics (50), births then DDATA by
  *                     alias: metrics/s decoded and stored, and their ratio to uns-embedded's JSON msgs/s
+ *   3c. external      external-broker mode: Debian's Mosquitto (started here) takes the load; uns-bridge (embedded
+ *                     store) ingests through a shared subscription and acknowledges to Mosquitto after commit:
+ *                     persisted msgs/s, and every message Mosquitto acknowledged stored once after the drain
  *   4. uns-pg-rate    uns-bridge + PostgreSQL at a steady BENCH_RATE msgs/s (default 10,000)
  *   5. ws-fanout      as uns-pg-rate (no MQTT subscriber), plus BENCH_WS_CLIENTS WebSocket stream clients
  *                     (ws-load.ts, its own process) on acme/#, acme/<site>/# and acme/<site>/<area>/#:
@@ -44,6 +47,7 @@ import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { TestPostgres, freePort } from '../test/helpers/postgres.js';
+import { TestMosquitto } from '../test/helpers/mosquitto.js';
 import {
   ProcessRegistry, MemorySampler, RssTrace, postmasterPid, processTree, cpuSeconds, machineProcessSeconds, treeCpuSeconds,
   type Tracked,
@@ -60,7 +64,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 export type ReadId = 'read-ts' | 'read-pg';
 
@@ -261,6 +265,11 @@ interface ScenarioTarget {
   readonly load?: Partial<LoadConfig>;
   /** Sample rows each acknowledged publish stores (1; a Sparkplug payload one per metric). */
   readonly rowsPerMessage?: number;
+  /**
+   * The load's acknowledgements come from another broker, before the store has the message (external mode):
+   * after the load, wait this long at most for the store to catch up before counting what is missing.
+   */
+  readonly settleMs?: number;
   /** Every event line of the load generator (measure-start/-end carry the payload clock's epoch). */
   readonly onEvent?: (ev: { readonly event?: string; readonly epoch?: number }) => void;
 }
@@ -318,6 +327,9 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
 
     let persisted: StoreFigures | null = null;
     if (db && before) {
+      const want = before.samples + load.totalAcked * (t.rowsPerMessage ?? 1);
+      const settleUntil = Date.now() + (t.settleMs ?? 0);
+      while (Date.now() < settleUntil && (await countRows(db)).samples < want) await sleep(200);
       const after = await countRows(db);
       const { start: s, end: e } = snaps;
       const windowRows = s?.rows && e?.rows ? e.rows.samples - s.rows.samples : 0;
@@ -362,6 +374,32 @@ async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | n
     return { ...r, serverLog };
   } finally {
     if (serverLog === null) await stopUns(server).catch(() => undefined);
+  }
+}
+
+/** External-broker mode: the load goes to Mosquitto; uns-bridge (embedded store) ingests from it. */
+async function externalScenario(): Promise<ScenarioResult> {
+  const mosq = new TestMosquitto();
+  await mosq.start();
+  progress(`external: Mosquitto on ${mosq.url}; starting uns-bridge attached to it (embedded PostgreSQL)`);
+  try {
+    const server = await startUns('external', null, { UNS_BROKER_URL: mosq.url });
+    let serverLog: ServerLog | null = null;
+    try {
+      const pgDir = join(server.dataDir, 'pg');
+      const dbUrl = `postgresql://uns@/postgres?host=${encodeURIComponent(join(pgDir, 'run'))}`;
+      const store = await describeStore(dbUrl, server.timescale);
+      const r = await runLoad({
+        id: 'external', name: 'uns-bridge attached to Mosquitto', port: mosq.port, serverPid: server.proc.pid, dbUrl, rate: 0, auth: false,
+        store: `embedded ${store}, via Mosquitto`, settleMs: 120_000, pgRoot: () => postmasterPid(pgDir),
+      });
+      serverLog = await stopUns(server);
+      return { ...r, serverLog };
+    } finally {
+      if (serverLog === null) await stopUns(server).catch(() => undefined);
+    }
+  } finally {
+    await mosq.destroy();
   }
 }
 
@@ -584,6 +622,7 @@ async function main(): Promise<void> {
     load: { publishers: settings.spNodes, subscribe: false, sparkplug: { devices: settings.spDevices, metrics: settings.spMetrics } },
     rowsPerMessage: settings.spMetrics,
   }));
+  await attempt('external', results, () => externalScenario());
   if (pg1) await attempt('uns-pg-rate', results, () => inDatabase(pg1, 'bench_rate', (url) => unsScenario('uns-pg-rate', `uns-bridge + PostgreSQL at ${settings.rate}/s`, url, settings.rate)));
   if (pg1) await attempt('ws-fanout', results, () => inDatabase(pg1, 'bench_ws', (url) => wsScenario(url)));
   if (pg1) await attempt('read-ts', reads, () => inDatabase(pg1, 'bench_read', (url) => readScenario('read-ts', pg1, url)));

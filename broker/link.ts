@@ -70,6 +70,8 @@ export interface BrokerLinkStats {
   ownSkipped: number;
   /** Subscriptions the broker refused (SUBACK reason code 0x80 and above). */
   subscriptionsRefused: number;
+  /** Times reading from the broker paused because the Receive Maximum of messages waited for the store. */
+  throttled: number;
   lastError: string | null;
 }
 
@@ -86,7 +88,7 @@ const FATAL_CONNACK = new Set([0x84, 0x85, 0x86, 0x87, 0x8c, 0x90]);
 export class BrokerLink {
   readonly stats: BrokerLinkStats = {
     connected: false, connects: 0, connectionsLost: 0, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, publishesRejected: 0,
-    held: 0, notDurable: 0, ownSkipped: 0, subscriptionsRefused: 0, lastError: null,
+    held: 0, notDurable: 0, ownSkipped: 0, subscriptionsRefused: 0, throttled: 0, lastError: null,
   };
   private socket: Socket | null = null;
   /** Serial of the current connection; an ingest that finishes after its connection ended acknowledges nothing. */
@@ -101,6 +103,8 @@ export class BrokerLink {
   private pingTimer: NodeJS.Timeout | null = null;
   private awaitingPong = false;
   private lastInboundAt = 0;
+  /** Reading paused because as many messages as the Receive Maximum are waiting for the store. */
+  private throttled = false;
   private first: { resolve: () => void; reject: (e: Error) => void } | null = null;
   /** Subscriptions are made once accept() was called (the server is ready to take messages), on every connect. */
   private accepting = false;
@@ -138,6 +142,7 @@ export class BrokerLink {
     const conn = ++this.connection;
     this.sinceConnect = 0;
     this.recycling = false;
+    this.throttled = false;
     const host = this.url.hostname;
     const socket = this.url.protocol === 'mqtts:'
       ? tlsConnect({ host, port: this.port, servername: host, ...(this.opts.ca ? { ca: this.opts.ca } : {}) })
@@ -249,8 +254,20 @@ export class BrokerLink {
     this.stats.messagesIn++;
     this.stats.bytesIn += payload.length;
     this.stats.held++;
+    // The broker should stop at our Receive Maximum, but not every one does under out-of-order
+    // acknowledgements (Mosquitto 2.0.11 overruns it by far): at that bound this side stops reading, and
+    // TCP holds the broker back until the store has caught up to half of it.
+    if (this.stats.held >= this.opts.receiveMaximum && !this.throttled) {
+      this.throttled = true;
+      this.stats.throttled++;
+      this.socket?.pause();
+    }
     this.opts.ingest(record, (outcome) => {
       this.stats.held--;
+      if (this.throttled && this.stats.held <= this.opts.receiveMaximum / 2) {
+        this.throttled = false;
+        if (!this.recycling && conn === this.connection) this.socket?.resume();
+      }
       if (outcome.error) {
         // Not durable: no PUBACK. The broker delivers it again on the next connection, so this one is recycled.
         this.stats.notDurable++;
@@ -336,6 +353,8 @@ export class BrokerLink {
     this.stopPing();
     const every = Math.max(1, this.opts.keepaliveS) * 500;
     this.pingTimer = setInterval(() => {
+      // While reading is paused the answer cannot be read; the pause ends as the store catches up.
+      if (this.throttled) return;
       if (this.awaitingPong) {
         this.fail(`no answer from the broker within ${this.opts.keepaliveS / 2} s`);
         this.socket?.destroy();

@@ -24,7 +24,7 @@ export interface MetricSources {
   };
   /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
   link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
-    publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number } | null;
+    publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number; throttled: number } | null;
   /** Committed samples that met a stored one of the same topic and time. */
   samples?(): { overwritten: number; repeated: number };
   /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
@@ -112,7 +112,7 @@ export class Metrics {
     }
     const link = src.link;
     if (link) {
-      const l = (k: 'connects' | 'connectionsLost' | 'messagesIn' | 'bytesIn' | 'messagesOut' | 'bytesOut' | 'publishesRejected' | 'notDurable' | 'ownSkipped' | 'subscriptionsRefused') => () => link()?.[k] ?? 0;
+      const l = (k: 'connects' | 'connectionsLost' | 'messagesIn' | 'bytesIn' | 'messagesOut' | 'bytesOut' | 'publishesRejected' | 'notDurable' | 'ownSkipped' | 'subscriptionsRefused' | 'throttled') => () => link()?.[k] ?? 0;
       gaugeFrom('uns_broker_link_up', 'External-broker mode: 1 while connected to the broker.', () => (link()?.connected ? 1 : 0));
       gaugeFrom('uns_broker_link_held', 'External-broker mode: messages whose acknowledgement to the broker waits for the store.', () => link()?.held ?? 0);
       counterFrom('uns_broker_link_connects_total', 'External-broker mode: accepted connections to the broker.', l('connects'));
@@ -125,6 +125,7 @@ export class Metrics {
       counterFrom('uns_broker_link_not_durable_total', 'External-broker mode: messages left unacknowledged because they could not be made durable (delivered again).', l('notDurable'));
       counterFrom('uns_broker_link_own_skipped_total', 'External-broker mode: messages this server published itself, not ingested again.', l('ownSkipped'));
       counterFrom('uns_broker_link_subscriptions_refused_total', 'External-broker mode: subscriptions the broker refused.', l('subscriptionsRefused'));
+      counterFrom('uns_broker_link_throttled_total', 'External-broker mode: times reading paused with the Receive Maximum of messages waiting for the store.', l('throttled'));
     }
     const samples = src.samples;
     if (samples) {

@@ -124,7 +124,7 @@ export const DEFAULTS: Config = {
   tls: { certPath: null, keyPath: null, caPath: null, mqttPort: 8883, mqttPlain: 'on', http: 'auto', clientCerts: 'off', watchIntervalMs: 5_000 },
   link: {
     url: null, username: null, password: null, caPath: null, clientId: null, group: 'uns-bridge', filters: '',
-    sessionExpiryS: 7 * 86_400, receiveMaximum: 1_000, keepaliveS: 30, rejectedPrefix: '$uns/rejected/',
+    sessionExpiryS: 7 * 86_400, receiveMaximum: 5_000, keepaliveS: 30, rejectedPrefix: '$uns/rejected/',
   },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,

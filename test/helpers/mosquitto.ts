@@ -38,8 +38,8 @@ export class TestMosquitto {
       `listener ${this.port} 127.0.0.1`,
       // What uns-bridge needs of a broker: QoS 1 in flight to it up to its Receive Maximum, and room to queue
       // for its persistent session while it is away.
-      'max_inflight_messages 1000',
-      'max_queued_messages 1000000',
+      'max_inflight_messages 5000',
+      'max_queued_messages 100000000',
       'persistence false',
       'log_dest stderr',
       'log_type error',

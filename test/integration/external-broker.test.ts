@@ -132,6 +132,26 @@ describe('external-broker mode - attached to Mosquitto', function () {
     expect(await values(dbUrl, prefix)).to.deep.equal(Array.from({ length: 600 }, (_, i) => i));
   });
 
+  it('bounds what waits for the store at its Receive Maximum even when the broker overruns it', async () => {
+    const server = await start({ clientId: 'bridge-small', group: 'small-window', receiveMaximum: 100 });
+    const link = server.link;
+    let maxHeld = 0;
+    const sampler = setInterval(() => { maxHeld = Math.max(maxHeld, link?.stats.held ?? 0); }, 1);
+    try {
+      const pubs = await Promise.all(Array.from({ length: 10 }, (_, k) => dev({ clientId: `burst-${k}` })));
+      const prefix = 'acme/plant2/warehouse/line5/';
+      await Promise.all(pubs.map((d, k) => Promise.all(Array.from({ length: 500 }, (_, i) => pub(d, `${prefix}c${k}/flow`, JSON.stringify({ value: k * 500 + i }))))));
+      await waitFor(async () => (await values(dbUrl, prefix)).length >= 5_000, 30_000, '5,000 rows');
+      expect(await values(dbUrl, prefix)).to.deep.equal(Array.from({ length: 5_000 }, (_, i) => i));
+    } finally {
+      clearInterval(sampler);
+    }
+    // Reading stops at the bound; what one socket read already holds (64 KiB, here about 1,150 of these
+    // 57-byte PUBLISH packets) may add to it once. Without the bound, thousands wait (the broker overruns).
+    expect(maxHeld).to.be.at.most(100 + Math.ceil(65_536 / 50));
+    expect(link?.stats.throttled).to.be.greaterThan(0);
+  });
+
   it('a bridge killed with -9 under load loses nothing: the broker delivers what it had not acknowledged again', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'uns-link-kill-'));
     chmodSync(dir, 0o755);
