@@ -21,6 +21,7 @@ import { checkWrite } from '../src/core/index.js';
 import type { TopicLimits } from '../src/core/index.js';
 import { filterCovers, validateTopicFilter } from '../src/core/index.js';
 import { guardFrames } from './frame-guard.js';
+import { expectProxyHeader } from './proxy-header.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
 
 export interface BrokerLimits {
@@ -36,6 +37,8 @@ export interface BrokerLimits {
    * (clients re-send them first, some without DUP): the store is asked whether it has them already.
    */
   readonly resendCheckCount?: number;
+  /** 'on': the MQTT TCP listener expects a PROXY protocol header (v1/v2) on every connection (behind a load balancer). */
+  readonly proxyProtocol?: 'on' | 'off';
 }
 
 export interface BrokerOptions {
@@ -58,6 +61,8 @@ export interface BrokerStats {
   /** QoS 0 deliveries dropped for subscribers that were not keeping up. */
   forwardsDropped: number;
   slowConsumersClosed: number;
+  /** Connections refused for a missing or malformed PROXY protocol header. */
+  proxyHeadersRefused: number;
   /** TLS handshakes that failed (no or unverified client certificate, protocol mismatch, plain MQTT on the TLS port). */
   tlsHandshakeFailures: number;
   /** Publishes whose acknowledgement is being held (durability or back-pressure). */
@@ -104,7 +109,7 @@ function bump<K extends string>(m: Partial<Record<K, number>>, k: K): void {
 export class UnsBroker {
   readonly aedes: Aedes;
   readonly stats: BrokerStats = {
-    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, tlsHandshakeFailures: 0, held: 0,
+    connectsAccepted: 0, connectsRefused: {}, publishesDenied: {}, subscribesDenied: 0, frameViolations: {}, publishesRejected: 0, forwardsDropped: 0, slowConsumersClosed: 0, proxyHeadersRefused: 0, tlsHandshakeFailures: 0, held: 0,
     messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0,
   };
   private tcp: TcpServer | null = null;
@@ -124,12 +129,12 @@ export class UnsBroker {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
     aedes.on('clientReady', (client: Client) => {
       const c = client as UnsClient;
-      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: (c.conn as { remoteAddress?: string }).remoteAddress ?? null }, 'client connected');
+      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: addressOf(c.conn) }, 'client connected');
     });
     aedes.on('clientDisconnect', (client: Client) => {
       const c = client as UnsClient;
       if (c.unsConn !== undefined) opts.connectionClosed?.(c.unsConn, Date.now());
-      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: (c.conn as { remoteAddress?: string }).remoteAddress ?? null }, 'client disconnected');
+      this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: addressOf(c.conn) }, 'client disconnected');
     });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));
@@ -172,7 +177,7 @@ export class UnsBroker {
       refuse(client, cb, 2, 'empty client id requires a clean session [MQTT-3.1.3-8]');
       return;
     }
-    const from = (client.conn as { remoteAddress?: string }).remoteAddress ?? '';
+    const from = addressOf(client.conn) ?? '';
     const conn = client.conn as { destroyed?: boolean };
     const certName = verifiedCertificateName(client.conn);
     const attempt = certName !== null
@@ -294,11 +299,18 @@ export class UnsBroker {
   }
 
   /** Hand a raw connection (TCP socket or WebSocket stream) to Aedes, with the frame guard installed. */
-  private accept(conn: Duplex, req?: IncomingMessage): void {
+  private accept(conn: Duplex, req?: IncomingMessage, proxied = false): void {
     guardFrames(conn, this.opts.limits.maxPacketBytes, (code, detail) => {
       bump(this.stats.frameViolations, code);
-      this.log.info({ code, detail, remote: (conn as { remoteAddress?: string }).remoteAddress }, 'connection closed by frame guard');
+      this.log.info({ code, detail, remote: addressOf(conn) }, 'connection closed by frame guard');
     });
+    if (proxied) {
+      // Outside the frame guard: the header is taken off before the guard sees the first MQTT byte.
+      expectProxyHeader(conn, (address) => { (conn as ProxiedConn).unsAddress = address; }, (why) => {
+        this.stats.proxyHeadersRefused++;
+        this.log.warn({ remote: (conn as { remoteAddress?: string }).remoteAddress ?? null, reason: why }, 'connection refused: PROXY protocol');
+      });
+    }
     // Let a subscriber's socket hold up to slowConsumerBytes (plus one packet) before a write reports
     // back-pressure; authorizeForward keeps it below that. Only the writable side: the readable side keeps
     // its small default, which is what makes TCP back-pressure on publishers prompt.
@@ -309,7 +321,7 @@ export class UnsBroker {
 
   async listenTcp(port: number, host: string): Promise<AddressInfo> {
     // Nagle's algorithm holds small PUBACKs back for tens of ms; MQTT wants them out at once.
-    const server = createTcpServer({ noDelay: true }, (socket) => this.accept(socket));
+    const server = createTcpServer({ noDelay: true }, (socket) => this.accept(socket, undefined, this.opts.limits.proxyProtocol === 'on'));
     this.tcp = server;
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
@@ -424,4 +436,12 @@ function verifiedCertificateName(conn: unknown): string | null {
   const cn = tls.getPeerCertificate().subject?.CN;
   const name = Array.isArray(cn) ? cn[0] : cn;
   return typeof name === 'string' && name !== '' ? name : null;
+}
+
+type ProxiedConn = Duplex & { unsAddress?: string; remoteAddress?: string };
+
+/** The client's address: from the PROXY protocol header when there was one, else the socket's peer. */
+function addressOf(conn: unknown): string | null {
+  const c = conn as ProxiedConn;
+  return c.unsAddress ?? c.remoteAddress ?? null;
 }

@@ -21,6 +21,7 @@ export interface MetricSources {
     connectsAccepted: number; connectsRefused: Readonly<Partial<Record<string, number>>>; publishesDenied: Readonly<Partial<Record<string, number>>>;
     subscribesDenied: number; frameViolations: Readonly<Partial<Record<string, number>>>; publishesRejected: number; forwardsDropped: number;
     slowConsumersClosed: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number; tlsHandshakeFailures: number;
+    proxyHeadersRefused: number;
   };
   /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
   link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
@@ -108,6 +109,7 @@ export class Metrics {
       counterFrom('uns_mqtt_received_bytes_total', 'Payload bytes of the MQTT publishes received.', () => b().bytesIn);
       counterFrom('uns_mqtt_messages_sent_total', 'MQTT deliveries to subscribers.', () => b().messagesOut);
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
+      counterFrom('uns_mqtt_proxy_headers_refused_total', 'MQTT connections refused for a missing or malformed PROXY protocol header.', () => b().proxyHeadersRefused);
       counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
     }
     const link = src.link;

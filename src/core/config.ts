@@ -18,6 +18,8 @@ export interface Config {
     readonly host: string; readonly port: number; readonly wsPath: string; readonly maxPacketBytes: number;
     readonly maxTopicBytes: number; readonly maxTopicLevels: number; readonly connectTimeoutMs: number; readonly keepaliveLimitS: number;
     readonly slowConsumerBytes: number; readonly resendCheckCount: number;
+    /** 'on': every MQTT TCP connection starts with a PROXY protocol header (behind HAProxy or another TCP load balancer). */
+    readonly proxyProtocol: 'on' | 'off';
   };
   readonly http: { readonly host: string; readonly port: number };
   /**
@@ -119,7 +121,7 @@ export const DEFAULTS: Config = {
   dataDir: './data',
   topicsFile: './topics.yaml',
   mqtt: { host: '0.0.0.0', port: 1883, wsPath: '/mqtt', maxPacketBytes: 1_048_576, maxTopicBytes: 1024, maxTopicLevels: 32,
-    connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64 },
+    connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64, proxyProtocol: 'off' },
   http: { host: '0.0.0.0', port: 8080 },
   tls: { certPath: null, keyPath: null, caPath: null, mqttPort: 8883, mqttPlain: 'on', http: 'auto', clientCerts: 'off', watchIntervalMs: 5_000 },
   link: {
@@ -151,6 +153,7 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_MQTT_PORT', 'mqtt.port', 'int'],
   ['UNS_WS_PATH', 'mqtt.wsPath', 'string'],
   ['UNS_MQTT_MAX_PACKET_BYTES', 'mqtt.maxPacketBytes', 'int'],
+  ['UNS_MQTT_PROXY_PROTOCOL', 'mqtt.proxyProtocol', 'string'],
   ['UNS_HTTP_HOST', 'http.host', 'string'],
   ['UNS_HTTP_PORT', 'http.port', 'int'],
   ['UNS_TLS_CERT_PATH', 'tls.certPath', 'nullable-string'],
