@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import mqtt, { type MqttClient } from 'mqtt';
+import sparkplugClient from 'sparkplug-client';
 import { TestPostgres, freePort, query } from '../helpers/postgres.js';
 import { TestMosquitto } from '../helpers/mosquitto.js';
 import { spawnServer } from '../helpers/child-server.js';
@@ -110,6 +111,29 @@ describe('external-broker mode - attached to Mosquitto', function () {
     await waitFor(() => seen.find((m) => m.topic === topic), 5_000, 'the HTTP write on the broker');
     await waitFor(() => (server.link?.stats.ownSkipped ?? 0) >= 1, 5_000, 'its own publish seen and skipped');
     expect(await values(dbUrl, topic)).to.deep.equal([7]);
+  });
+
+  it('acts as the Sparkplug host through the broker: a Tahu edge node\'s births and data stored, a rebirth request reaches it', async () => {
+    const server = await start({ clientId: 'bridge-sp' });
+    const edge = sparkplugClient.newClient({
+      serverUrl: mosq.url, username: 'edge', password: 'anonymous-broker', clientId: 'tahu-edge-x', groupId: 'G1', edgeNode: 'E1', version: 'spBv1.0', publishDeath: true,
+    });
+    try {
+      await new Promise<void>((res) => edge.once('birth', () => res()));
+      edge.publishNodeBirth({ timestamp: Date.now(), metrics: [{ name: 'Uptime', type: 'Int32', value: 7 }] });
+      edge.publishDeviceBirth('press9', { timestamp: Date.now(), metrics: [{ name: 'Pressure', type: 'Double', value: 2.5 }] });
+      edge.publishDeviceData('press9', { timestamp: Date.now() + 1, metrics: [{ name: 'Pressure', type: 'Double', value: 2.75 }] });
+      await waitFor(async () => (await values(dbUrl, 'spBv1.0/G1/E1/press9/Pressure')).length === 2, 10_000, 'the device metric stored');
+      expect(await values(dbUrl, 'spBv1.0/G1/E1/press9/Pressure')).to.deep.equal([2.5, 2.75]);
+      const rebirth = new Promise<{ metrics: Array<{ name: string; value: unknown }> }>((res) => edge.once('ncmd', (p: { metrics: Array<{ name: string; value: unknown }> }) => res(p)));
+      const r = await fetch(`http://127.0.0.1:${server.httpPort}/api/v1/sparkplug/nodes/G1/E1/rebirth`, {
+        method: 'POST', headers: { authorization: `Bearer ${roleToken('operator', ['admin'])}` },
+      });
+      expect(r.status).to.equal(202);
+      expect((await rebirth).metrics.find((x) => x.name === 'Node Control/Rebirth')?.value).to.equal(true);
+    } finally {
+      edge.stop();
+    }
   });
 
   it('two instances in one group split the messages, each stored once; one stopping leaves nothing behind', async () => {
