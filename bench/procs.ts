@@ -131,7 +131,7 @@ export function processTree(root: number): number[] {
   return out;
 }
 
-function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+export function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   const s = readProcFile(`/proc/${pid}/status`);
   const m = s === null ? null : new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(s);
   return m ? Number(m[1]) : 0;

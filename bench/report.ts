@@ -35,6 +35,8 @@ export interface ScenarioResult {
   readonly serverLog: ServerLog | null;
   /** ws-fanout only. */
   readonly ws?: WsFigures;
+  /** soak only: the server's RSS every 30 s (MB), from the start of the measured window. */
+  readonly rssEvery30s?: readonly number[];
 }
 
 export interface WsFigures extends Omit<WsLoadResult, 'event' | 'receivedPerClient'> {
@@ -183,6 +185,13 @@ export function notes(results: readonly ScenarioResult[]): string[] {
       const metricsPerS = r.persisted?.perS ?? null;
       bits.push(`  sparkplug: ${l.ackedPerS} DDATA msg/s acked x ${perMsg ?? '?'} metrics = ${metricsPerS ?? '-'} metrics/s decoded and stored` +
         (json && metricsPerS !== null ? `; ${(metricsPerS / json.load.ackedPerS).toFixed(2)}x uns-embedded's JSON msgs/s (${json.load.ackedPerS}) in this run` : ''));
+    }
+    if (r.rssEvery30s && r.rssEvery30s.length > 0) {
+      const t = r.rssEvery30s;
+      // From the second sample: the first holds the warm-up's growth to a working set.
+      const base = t[Math.min(1, t.length - 1)] as number;
+      const end = t[t.length - 1] as number;
+      bits.push(`  RSS every 30 s (MB): ${t.join(' ')}; from 30 s to the end ${end >= base ? '+' : ''}${fmt(end - base, 1)} MB (${fmt(((end - base) / base) * 100, 1)}%)`);
     }
     if (l.rate > 0) bits.push(`  rate mode: ${l.deferred} publishes waited for a window slot (longest queue ${l.maxBacklog}); ${l.backlogUnsent} left unsent at the end`);
     bits.push(`  load generator: ${l.loadCpuPct}% CPU, event-loop lag p99 ${l.loopLagP99Ms} ms`);

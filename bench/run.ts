@@ -11,6 +11,8 @@
  *                     store) ingests through a shared subscription and acknowledges to Mosquitto after commit:
  *                     persisted msgs/s, and every message Mosquitto acknowledged stored once after the drain
  *   4. uns-pg-rate    uns-bridge + PostgreSQL at a steady BENCH_RATE msgs/s (default 10,000)
+ *   4b. soak          uns-bridge (embedded store) at BENCH_RATE for BENCH_SOAK_SECONDS (600): the server's RSS every
+ *                     30 s, and its growth from the 30 s mark to the end (not in the default run: ask for it)
  *   5. ws-fanout      as uns-pg-rate (no MQTT subscriber), plus BENCH_WS_CLIENTS WebSocket stream clients
  *                     (ws-load.ts, its own process) on acme/#, acme/<site>/# and acme/<site>/<area>/#:
  *                     delivered datapoints/s, publish -> WebSocket latency, gap notices
@@ -49,7 +51,7 @@ import pg from 'pg';
 import { TestPostgres, freePort } from '../test/helpers/postgres.js';
 import { TestMosquitto } from '../test/helpers/mosquitto.js';
 import {
-  ProcessRegistry, MemorySampler, RssTrace, postmasterPid, processTree, cpuSeconds, machineProcessSeconds, treeCpuSeconds,
+  ProcessRegistry, MemorySampler, RssTrace, statusKb, postmasterPid, processTree, cpuSeconds, machineProcessSeconds, treeCpuSeconds,
   type Tracked,
 } from './procs.js';
 import type { LoadConfig, LoadResult } from './load.js';
@@ -64,7 +66,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'soak', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 export type ReadId = 'read-ts' | 'read-pg';
 
@@ -96,7 +98,7 @@ const settings = {
   spDevices: intEnv('BENCH_SP_DEVICES', 10, 1),
   spMetrics: intEnv('BENCH_SP_METRICS', 50, 1),
   scenarios: new Set<ScenarioId>(
-    (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+    (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.filter((id) => id !== 'soak').join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
       if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`BENCH_SCENARIOS: unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
       return s as ScenarioId;
     }),
@@ -377,6 +379,41 @@ async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | n
   }
 }
 
+/** A long paced run on the embedded store, the server's RSS read every 30 s. */
+async function soakScenario(): Promise<ScenarioResult> {
+  const seconds = Number(process.env['BENCH_SOAK_SECONDS'] ?? 600);
+  const server = await startUns('soak', null);
+  let serverLog: ServerLog | null = null;
+  const trace: number[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  try {
+    const pgDir = join(server.dataDir, 'pg');
+    const dbUrl = `postgresql://uns@/postgres?host=${encodeURIComponent(join(pgDir, 'run'))}`;
+    const store = await describeStore(dbUrl, server.timescale);
+    let t0 = 0;
+    const read = (): void => {
+      const mb = Math.round(statusKb(server.proc.pid, 'VmRSS') / 1024);
+      if (trace.length === 0) t0 = performance.now();
+      trace.push(mb);
+      progress(`soak: ${Math.round((performance.now() - t0) / 1000)} s, server RSS ${mb} MB`);
+    };
+    const r = await runLoad({
+      id: 'soak', name: `uns-bridge + embedded store at ${settings.rate}/s for ${seconds} s`, port: server.mqttPort, serverPid: server.proc.pid,
+      dbUrl, rate: settings.rate, auth: true, store: `embedded ${store}`, pgRoot: () => postmasterPid(pgDir),
+      load: { seconds },
+      onEvent: (ev) => {
+        if (ev.event === 'measure-start') { read(); timer = setInterval(read, 30_000); }
+        if (ev.event === 'measure-end' && timer) { clearInterval(timer); timer = null; read(); }
+      },
+    });
+    serverLog = await stopUns(server);
+    return { ...r, serverLog, rssEvery30s: trace };
+  } finally {
+    if (timer) clearInterval(timer);
+    if (serverLog === null) await stopUns(server).catch(() => undefined);
+  }
+}
+
 /** External-broker mode: the load goes to Mosquitto; uns-bridge (embedded store) ingests from it. */
 async function externalScenario(): Promise<ScenarioResult> {
   const mosq = new TestMosquitto();
@@ -623,6 +660,7 @@ async function main(): Promise<void> {
     rowsPerMessage: settings.spMetrics,
   }));
   await attempt('external', results, () => externalScenario());
+  await attempt('soak', results, () => soakScenario());
   if (pg1) await attempt('uns-pg-rate', results, () => inDatabase(pg1, 'bench_rate', (url) => unsScenario('uns-pg-rate', `uns-bridge + PostgreSQL at ${settings.rate}/s`, url, settings.rate)));
   if (pg1) await attempt('ws-fanout', results, () => inDatabase(pg1, 'bench_ws', (url) => wsScenario(url)));
   if (pg1) await attempt('read-ts', reads, () => inDatabase(pg1, 'bench_read', (url) => readScenario('read-ts', pg1, url)));
