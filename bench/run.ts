@@ -318,7 +318,7 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
       if (ev.event === 'measure-end') hooks.push(snapshot().then((s) => { snaps.end = s; }));
       if (ev.event === 'result') result = ev as LoadResult;
     });
-    const limitMs = (settings.warmupS + settings.seconds + 60) * 1000;
+    const limitMs = (settings.warmupS + (t.load?.seconds ?? settings.seconds) + 60) * 1000;
     const killer = setTimeout(() => { progress(`${t.id}: load generator over its time limit: stopping it`); void reg.stop(proc.pid); }, limitMs);
     const { code, signal } = await proc.exited;
     clearTimeout(killer);
