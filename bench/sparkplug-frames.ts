@@ -38,6 +38,8 @@ export class EdgeFrames {
   private readonly bodies: Buffer[][];
   private seq = 0;
   private nextDevice = 0;
+  /** Per device, the last timestamp sent: a device's readings each have their own instant, as real ones do. */
+  private readonly lastTs: number[];
   private variant = 0;
 
   constructor(index: number, devices: number, metrics: number) {
@@ -66,9 +68,10 @@ export class EdgeFrames {
       })));
     }
     this.births = births;
+    this.lastTs = new Array<number>(devices).fill(0);
   }
 
-  /** The next DDATA: its topic and payload (device after device, seq 0..255 wrapping, timestamp now). */
+  /** The next DDATA: its topic and payload (device after device, seq 0..255 wrapping, timestamp now or just after the device's last). */
   next(now: number): { topic: Buffer; payload: Buffer } {
     const d = this.nextDevice;
     this.nextDevice = d + 1 === this.dataTopics.length ? 0 : d + 1;
@@ -76,7 +79,11 @@ export class EdgeFrames {
     const body = (this.bodies[d] as Buffer[])[this.variant] as Buffer;
     const seq = this.seq;
     this.seq = (seq + 1) & 0xff;
-    const tail = [0x08, ...varint(Math.floor(now)), 0x18, ...varint(seq)];
+    // A window's worth of sends can leave in one millisecond: each DDATA of a device gets a later instant
+    // (the store identifies a sample by metric and timestamp; one instant twice would be one reading).
+    const ts = Math.max(Math.floor(now), (this.lastTs[d] as number) + 1);
+    this.lastTs[d] = ts;
+    const tail = [0x08, ...varint(ts), 0x18, ...varint(seq)];
     const out = Buffer.allocUnsafe(body.length + tail.length);
     body.copy(out, 0);
     for (let i = 0; i < tail.length; i++) out[body.length + i] = tail[i] as number;
