@@ -10,7 +10,7 @@
  * (up to the Receive Maximum this client announces) and each PUBACK goes out when its own message is
  * durable, in whatever order commits finish.
  */
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
 import type { IngestFn, InboundRecord, Logger } from '../src/core/index.js';
@@ -145,7 +145,8 @@ export class BrokerLink {
     this.throttled = false;
     const host = this.url.hostname;
     const socket = this.url.protocol === 'mqtts:'
-      ? tlsConnect({ host, port: this.port, servername: host, ...(this.opts.ca ? { ca: this.opts.ca } : {}) })
+      // SNI names hosts, not addresses (RFC 6066); the certificate is checked against either.
+      ? tlsConnect({ host, port: this.port, ...(isIP(host) === 0 ? { servername: host } : {}), ...(this.opts.ca ? { ca: this.opts.ca } : {}) })
       : netConnect({ host, port: this.port });
     socket.setNoDelay(true);
     this.socket = socket;

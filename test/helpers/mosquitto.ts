@@ -22,20 +22,24 @@ export class TestMosquitto {
   private proc: ChildProcess | null = null;
   private out = '';
 
-  /** `users`: name -> password; with any, anonymous access is off. */
-  constructor(private readonly users: Readonly<Record<string, string>> = {}) {
+  /**
+   * `users`: name -> password; with any, anonymous access is off. `tls`: PEM files for the listener, which
+   * then speaks MQTT over TLS only.
+   */
+  constructor(private readonly users: Readonly<Record<string, string>> = {}, private readonly tls: { certfile: string; keyfile: string } | null = null) {
     this.dir = mkdtempSync(join(tmpdir(), 'uns-test-mosquitto-'));
     chmodSync(this.dir, 0o755);
   }
 
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
     if (this.port === 0) this.port = await freePort();
     const lines = [
       `listener ${this.port} 127.0.0.1`,
+      ...(this.tls ? [`certfile ${this.tls.certfile}`, `keyfile ${this.tls.keyfile}`] : []),
       // What uns-bridge needs of a broker: QoS 1 in flight to it up to its Receive Maximum, and room to queue
       // for its persistent session while it is away.
       'max_inflight_messages 5000',

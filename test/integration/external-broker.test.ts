@@ -5,13 +5,14 @@
  * with -9 under load, a broker that is down at start-up, and refused credentials.
  */
 import { expect } from 'chai';
-import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { mkdtempSync, rmSync, chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import mqtt, { type MqttClient } from 'mqtt';
 import sparkplugClient from 'sparkplug-client';
 import { TestPostgres, freePort, query } from '../helpers/postgres.js';
 import { TestMosquitto } from '../helpers/mosquitto.js';
+import { makePki, shareReadable } from '../helpers/pki.js';
 import { spawnServer } from '../helpers/child-server.js';
 import { cleanup, startTestServer, testConfig, waitFor, roleToken } from '../helpers/server.js';
 import type { RunningServer } from '../../src/main.js';
@@ -230,6 +231,33 @@ describe('external-broker mode - attached to Mosquitto', function () {
       await waitFor(async () => (await values(dbUrl, 'acme/plant2/utilities/line3/boiler/flow')).length === 1, 10_000, 'stored');
     } finally {
       await later.destroy();
+    }
+  });
+
+  it('attaches over TLS (mqtts://) with the CA given, and refuses a broker its CA does not vouch for', async () => {
+    const pki = mkdtempSync(join(tmpdir(), 'uns-link-pki-'));
+    makePki(pki);
+    shareReadable(pki);
+    const secure = new TestMosquitto({}, { certfile: join(pki, 'server-a.crt'), keyfile: join(pki, 'server-a.key') });
+    await secure.start();
+    const wrongCa = testConfig(dbUrl, { link: { url: secure.url, caPath: join(pki, 'foreign-ca.crt'), clientId: 'bridge-tls-bad' } });
+    try {
+      const server = await startTestServer(testConfig(dbUrl, { link: { url: secure.url, caPath: join(pki, 'test-ca.crt'), clientId: 'bridge-tls' } }));
+      servers.push(server);
+      await waitFor(() => server.readiness().ready, 10_000, 'ready over TLS');
+      const d = await device(secure.url, { clientId: 'plc-tls', ca: readFileSync(join(pki, 'test-ca.crt')) });
+      await pub(d, 'acme/plant2/brewing/line4/kettle/flow', '{"value": 11}');
+      d.end(true);
+      await waitFor(async () => (await values(dbUrl, 'acme/plant2/brewing/line4/kettle/flow')).length === 1, 10_000, 'stored');
+      // A CA that did not sign the broker's certificate: the link does not connect, and /ready says why.
+      const bad = await startTestServer(wrongCa);
+      servers.push(bad);
+      await waitFor(() => bad.link?.stats.lastError ?? false, 10_000, 'the TLS error');
+      expect(bad.readiness().ready).to.equal(false);
+      expect(bad.link?.stats.lastError).to.match(/certificate/i);
+    } finally {
+      await secure.destroy();
+      rmSync(pki, { recursive: true, force: true });
     }
   });
 

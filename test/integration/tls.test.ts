@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, copyFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
@@ -15,35 +15,10 @@ import { request as httpRequest } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { TestPostgres } from '../helpers/postgres.js';
+import { makePki } from '../helpers/pki.js';
 import { ADMIN, cleanup, hashPassword, publish, startTestServer, testConfig, waitFor } from '../helpers/server.js';
 import { loadConfig } from '../../src/core/config.js';
 import type { RunningServer } from '../../src/main.js';
-
-function openssl(dir: string, ...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-}
-
-/** A CA, server certificates A and B for 127.0.0.1/localhost, client certificates, and a foreign CA. */
-function makePki(dir: string): void {
-  const ca = (name: string): void => {
-    openssl(dir, 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-      '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.crt`);
-  };
-  ca('test-ca');
-  ca('foreign-ca');
-  const leaf = (name: string, cn: string, signer: string, server: boolean): void => {
-    openssl(dir, 'req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', `/CN=${cn}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    const ext = server ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' : 'extendedKeyUsage=clientAuth\n';
-    writeFileSync(join(dir, `${name}.ext`), ext);
-    openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', `${signer}.crt`, '-CAkey', `${signer}.key`, '-CAcreateserial', '-days', '2',
-      '-extfile', `${name}.ext`, '-out', `${name}.crt`);
-  };
-  leaf('server-a', 'uns-bridge-a', 'test-ca', true);
-  leaf('server-b', 'uns-bridge-b', 'test-ca', true);
-  leaf('client-plc', 'line1-plc', 'test-ca', false);
-  leaf('client-ghost', 'ghost', 'test-ca', false);
-  leaf('client-foreign', 'line1-plc', 'foreign-ca', false);
-}
 
 /** The SHA-256 fingerprint of the certificate a TLS port serves now. */
 function servedFingerprint(port: number, ca: Buffer): Promise<string> {
