@@ -129,6 +129,11 @@ export class BrokerLink {
     });
   }
 
+  /** This instance's client id at the broker (its persistent session). */
+  get clientId(): string {
+    return this.opts.clientId;
+  }
+
   /** The broker's address without credentials, for logs and /ready. */
   get address(): string {
     return `${this.url.protocol}//${this.url.hostname}:${this.port}`;

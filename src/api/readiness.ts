@@ -12,7 +12,7 @@ export interface ReadinessParts {
   readonly broker: { readonly clients: number; readonly held: number };
   /** External-broker mode: the link to the plant's broker (null when the broker is embedded). */
   readonly link?: {
-    readonly broker: string | null; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
+    readonly broker: string | null; readonly clientId: string | null; readonly group: string; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
   } | null;
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;

@@ -72,7 +72,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
     expect(server.mqttPort).to.equal(0);
     await waitFor(() => server.readiness().ready, 10_000, 'ready');
     const ready = (await (await fetch(`http://127.0.0.1:${server.httpPort}/ready`)).json()) as { checks: { link: { connected: boolean; broker: string } } };
-    expect(ready.checks.link).to.include({ connected: true, broker: mosq.url });
+    expect(ready.checks.link).to.include({ connected: true, broker: mosq.url, group: 'uns-bridge', clientId: server.link?.clientId });
     const d = await dev({ clientId: 'plc-1' });
     for (let i = 0; i < 50; i++) await pub(d, 'acme/plant1/packaging/line1/filler/flow', JSON.stringify({ value: i }));
     await waitFor(async () => (await values(dbUrl, 'acme/plant1/packaging/line1/filler/flow')).length === 50, 10_000, '50 rows');
