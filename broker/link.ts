@@ -103,6 +103,9 @@ export class BrokerLink {
   private pingTimer: NodeJS.Timeout | null = null;
   private awaitingPong = false;
   private lastInboundAt = 0;
+  private connectedAt = 0;
+  /** Connections in a row that the broker closed within 10 s of accepting them. */
+  private quickLosses = 0;
   /** Reading paused because as many messages as the Receive Maximum are waiting for the store. */
   private throttled = false;
   private first: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -194,8 +197,8 @@ export class BrokerLink {
         }
         this.stats.connected = true;
         this.stats.connects++;
+        this.connectedAt = Date.now();
         this.stats.lastError = null;
-        this.backoffMs = 500;
         this.opts.log.info({ broker: this.address, clientId: this.opts.clientId, sessionPresent: p.sessionPresent }, 'connected to the broker');
         this.startPing();
         const onConnect = this.opts.onConnect ?? (() => Promise.resolve());
@@ -227,9 +230,13 @@ export class BrokerLink {
         else pending.resolve();
         return;
       }
-      case 'disconnect':
-        this.fail(`the broker disconnected this client (reason 0x${(p.reasonCode ?? 0).toString(16)}${p.properties?.reasonString ? `: ${p.properties.reasonString}` : ''})`);
+      case 'disconnect': {
+        const code = p.reasonCode ?? 0;
+        // 0x8E: another connection took this session over, most likely a second instance given the same client id.
+        const hint = code === 0x8e ? `; another connection uses the client id ${this.opts.clientId}: give each instance its own (UNS_BROKER_CLIENT_ID or its own data dir)` : '';
+        this.fail(`the broker disconnected this client (reason 0x${code.toString(16)}${p.properties?.reasonString ? `: ${p.properties.reasonString}` : ''})${hint}`);
         return;
+      }
       default:
         return;
     }
@@ -386,7 +393,19 @@ export class BrokerLink {
   private onClose(conn: number): void {
     if (conn !== this.connection) return;
     this.stopPing();
-    if (this.stats.connected) this.stats.connectionsLost++;
+    if (this.stats.connected) {
+      this.stats.connectionsLost++;
+      // A session closed again and again soon after it was accepted is most often taken over by another
+      // connection with the same client id (some brokers say so with DISCONNECT 0x8E; Mosquitto just closes).
+      this.quickLosses = Date.now() - this.connectedAt < 10_000 ? this.quickLosses + 1 : 0;
+      // The back-off starts again only after a connection that lasted; one lost at once keeps growing it.
+      if (this.quickLosses === 0) this.backoffMs = 500;
+      if (this.quickLosses >= 3 && !this.closing) {
+        this.fail(`the broker closed this session ${this.quickLosses} times in a row within 10 s of accepting it; another connection may use the client id ${this.opts.clientId}: give each instance its own (UNS_BROKER_CLIENT_ID or its own data dir)`);
+      } else if (!this.closing && this.stats.lastError === null) {
+        this.stats.lastError = 'the connection to the broker closed';
+      }
+    }
     this.stats.connected = false;
     this.socket = null;
     for (const p of this.outgoing.values()) p.reject(new Error('the connection to the broker closed before its acknowledgement'));

@@ -23,7 +23,7 @@ import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStrea
 import { ApiTokenStore } from '../bridge/index.js';
 import { ReadQueries } from '../bridge/index.js';
 import { LiveHub } from '../bridge/index.js';
-import { jwtSecret } from './core/index.js';
+import { jwtSecret, instanceId } from './core/index.js';
 import { createJwtVerifier } from './core/index.js';
 import { lockDataDir } from './core/index.js';
 import { TlsFiles } from './core/index.js';
@@ -74,7 +74,7 @@ function linkFor(config: Config, namespace: Namespace, ingest: IngestFn, host: S
   const c = config.link;
   const wanted = c.filters.trim() !== '' ? c.filters.split(',').map((f) => f.trim()).filter((f) => f !== '') : namespace.routes.map((r) => r.filter);
   const filters = [...new Set(wanted)].filter((f, i, all) => !all.some((g, j) => j !== i && filterCovers(g, f) && (!filterCovers(f, g) || j < i)));
-  const clientId = c.clientId ?? `uns-bridge-${hostname()}-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 8)}`;
+  const clientId = c.clientId ?? instanceId(config.dataDir, hostname());
   return new BrokerLink({
     url: c.url as string, clientId, username: c.username, password: c.password, ca: c.caPath === null ? null : readFileSync(c.caPath),
     group: c.group, filters, sessionExpiryS: c.sessionExpiryS, receiveMaximum: c.receiveMaximum, keepaliveS: c.keepaliveS,

@@ -261,6 +261,22 @@ describe('external-broker mode - attached to Mosquitto', function () {
     }
   });
 
+  it('keeps its client id in its data dir across restarts, and names a second instance that uses the same one', async () => {
+    const first = await start();
+    const id = first.link?.clientId as string;
+    expect(id).to.match(/^uns-bridge-.+-[0-9a-f]{8}$/);
+    const dataDir = first.config.dataDir;
+    servers.splice(servers.indexOf(first), 1);
+    await first.stop();
+    const again = await startTestServer(testConfig(dbUrl, { link: { url: mosq.url } }, dataDir));
+    servers.push(again);
+    expect(again.link?.clientId).to.equal(id);
+    // A copy of the instance (same client id): the broker takes the session over, and the link says why.
+    const copy = await start({ clientId: id });
+    const named = (l: RunningServer['link']): boolean => /another connection may use the client id/.test(l?.stats.lastError ?? '');
+    await waitFor(() => named(again.link) || named(copy.link), 30_000, 'the takeover named');
+  });
+
   it('does not start when the broker refuses its credentials, and says which settings to check', async () => {
     const guarded = new TestMosquitto({ bridge: 'bridge-password-1' });
     await guarded.start();
