@@ -76,6 +76,7 @@ export class PgStore {
   private timescaleStatus: TimescaleStatus = { enabled: false, reason: 'not set up' };
   /** Committed samples that met a stored one of the same topic and time (see insertSamples). */
   readonly sampleStats = { overwritten: 0, repeated: 0 };
+  private closed = false;
 
   constructor(private readonly opts: PgStoreOptions) {
     this.log = opts.log;
@@ -88,7 +89,12 @@ export class PgStore {
       application_name: 'uns-bridge',
     });
     // An idle client losing its server (database restart) must not crash the process.
-    this.pool.on('error', (err) => this.log.warn({ err: err.message }, 'idle database connection lost'));
+    // After close(), pool.end() has sent its goodbyes but not waited for the sockets: an embedded PostgreSQL
+    // stopped right after may still tell those connections it is shutting down. That is expected.
+    this.pool.on('error', (err) => {
+      if (this.closed) this.log.debug({ err: err.message }, 'database connection ended during shutdown');
+      else this.log.warn({ err: err.message }, 'idle database connection lost');
+    });
     // pg guards only idle clients: a checked-out one losing its server emits 'error', which would be an
     // uncaught exception. Every user of this pool (store, webhook outbox, rules, reads) gets the guard here;
     // the failing query rejects too, and that is what each of them acts on.
@@ -123,6 +129,7 @@ export class PgStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.pool.end();
   }
 
