@@ -118,10 +118,16 @@ export class BrokerLink {
     if (this.url.protocol !== 'mqtt:' && this.url.protocol !== 'mqtts:') {
       throw new UnsError('UNS_ERR_CONFIG_INVALID', `UNS_BROKER_URL must be mqtt:// or mqtts://, not ${this.url.protocol}`);
     }
+    // Credentials in the URL (mqtt://user:password@host) count when none are configured apart.
+    this.username = opts.username ?? (this.url.username !== '' ? decodeURIComponent(this.url.username) : null);
+    this.password = opts.password ?? (this.url.password !== '' ? decodeURIComponent(this.url.password) : null);
   }
 
+  private readonly username: string | null;
+  private readonly password: string | null;
+
   /**
-   * Connects and subscribes. Resolves once the broker accepted the session, or once the first attempt failed
+   * Connects (subscribing waits for accept()). Resolves once the broker accepted the session, or once the first attempt failed
    * for a reason a retry may fix (unreachable: it keeps trying, and /ready says so). Rejects when the broker
    * refuses the credentials or the client id: a configuration error.
    */
@@ -171,8 +177,8 @@ export class BrokerLink {
     const o = this.opts;
     this.write({
       cmd: 'connect', protocolVersion: 5, clientId: o.clientId, clean: false, keepalive: o.keepaliveS,
-      ...(o.username !== null ? { username: o.username } : {}),
-      ...(o.password !== null ? { password: Buffer.from(o.password) } : {}),
+      ...(this.username !== null ? { username: this.username } : {}),
+      ...(this.password !== null ? { password: Buffer.from(this.password) } : {}),
       ...(o.will ? { will: { topic: o.will.topic, payload: o.will.payload, qos: o.will.qos, retain: o.will.retain } } : {}),
       properties: { sessionExpiryInterval: o.sessionExpiryS, receiveMaximum: o.receiveMaximum },
     });
@@ -214,7 +220,7 @@ export class BrokerLink {
         const refused = (p.granted as unknown[]).map((g, i) => ({ g: typeof g === 'number' ? g : 0x80, f: this.opts.filters[i] })).filter((x) => x.g >= 0x80);
         for (const r of refused) {
           this.stats.subscriptionsRefused++;
-          this.fail(`the broker refused the subscription $share/${this.opts.group}/${r.f} (SUBACK 0x${r.g.toString(16)}): check its ACL for ${this.opts.username ?? 'this client'}`);
+          this.fail(`the broker refused the subscription $share/${this.opts.group}/${r.f} (SUBACK 0x${r.g.toString(16)}): check its ACL for ${this.username ?? 'this client'}`);
         }
         return;
       }

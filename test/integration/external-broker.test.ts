@@ -289,7 +289,8 @@ describe('external-broker mode - attached to Mosquitto', function () {
         err = e as Error;
       }
       expect(err?.message).to.match(/refused the connection .*UNS_BROKER_USERNAME/);
-      const ok = await startTestServer(testConfig(dbUrl, { link: { url: guarded.url, username: 'bridge', password: 'bridge-password-1' } }));
+      // Credentials may also be given in the URL.
+      const ok = await startTestServer(testConfig(dbUrl, { link: { url: guarded.url.replace('mqtt://', 'mqtt://bridge:bridge-password-1@') } }));
       servers.push(ok);
       await waitFor(() => ok.readiness().ready, 10_000, 'ready with the right password');
     } finally {
