@@ -272,8 +272,8 @@ interface ScenarioTarget {
    * after the load, wait this long at most for the store to catch up before counting what is missing.
    */
   readonly settleMs?: number;
-  /** Every event line of the load generator (measure-start/-end carry the payload clock's epoch). */
-  readonly onEvent?: (ev: { readonly event?: string; readonly epoch?: number }) => void;
+  /** Every event line of the load generator (measure-start/-end carry the payload clock's epoch), with the server's PID. */
+  readonly onEvent?: (ev: { readonly event?: string; readonly epoch?: number }, serverPid: number) => void;
 }
 
 interface Snapshot {
@@ -312,7 +312,7 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
     lines.on('line', (line) => {
       let ev: { event?: string; epoch?: number };
       try { ev = JSON.parse(line) as { event?: string; epoch?: number }; } catch { return; }
-      t.onEvent?.(ev);
+      t.onEvent?.(ev, t.serverPid);
       if (ev.event === 'connected') progress(`${t.id}: ${cfg.publishers} publishers${cfg.subscribe ? ' + 1 subscriber' : ''} connected; warm-up ${cfg.warmupS} s, then ${cfg.seconds} s measured`);
       if (ev.event === 'measure-start') hooks.push(snapshot().then((s) => { snaps.start = s; }));
       if (ev.event === 'measure-end') hooks.push(snapshot().then((s) => { snaps.end = s; }));
@@ -357,10 +357,15 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
   }
 }
 
+/**
+ * uns-bridge as a server process under the load generator. `extra.env`: more of its environment; `extra.port`:
+ * where the load goes instead of its MQTT port (external mode: the broker it is attached to).
+ */
 async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | null, rate: number,
-  extra: Pick<ScenarioTarget, 'load' | 'rowsPerMessage'> = {}): Promise<ScenarioResult> {
+  extra: Pick<ScenarioTarget, 'load' | 'rowsPerMessage' | 'settleMs' | 'onEvent'> & { readonly env?: Readonly<Record<string, string>>; readonly port?: number } = {}): Promise<ScenarioResult> {
   progress(`${id}: starting uns-bridge (${databaseUrl === null ? 'embedded PostgreSQL' : 'external PostgreSQL'})`);
-  const server = await startUns(id, databaseUrl);
+  const { env, port, ...target } = extra;
+  const server = await startUns(id, databaseUrl, env);
   let serverLog: ServerLog | null = null;
   try {
     const pgDir = join(server.dataDir, 'pg');
@@ -368,8 +373,8 @@ async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | n
     const store = await describeStore(dbUrl, server.timescale);
     progress(`${id}: ready (store: ${databaseUrl === null ? 'embedded ' : ''}${store})`);
     const r = await runLoad({
-      id, name, port: server.mqttPort, serverPid: server.proc.pid, dbUrl, rate, auth: true, ...extra,
-      store: `${databaseUrl === null ? 'embedded ' : ''}${store}`,
+      id, name, port: port ?? server.mqttPort, serverPid: server.proc.pid, dbUrl, rate, auth: port === undefined, ...target,
+      store: `${databaseUrl === null ? 'embedded ' : ''}${store}${port === undefined ? '' : ', via the broker it is attached to'}`,
       pgRoot: () => (databaseUrl === null ? postmasterPid(pgDir) : testPg ? postmasterPid(join(testPg.dir, 'data')) : null),
     });
     serverLog = await stopUns(server);
@@ -382,35 +387,26 @@ async function unsScenario(id: ScenarioId, name: string, databaseUrl: string | n
 /** A long paced run on the embedded store, the server's RSS read every 30 s. */
 async function soakScenario(): Promise<ScenarioResult> {
   const seconds = Number(process.env['BENCH_SOAK_SECONDS'] ?? 600);
-  const server = await startUns('soak', null);
-  let serverLog: ServerLog | null = null;
   const trace: number[] = [];
   let timer: NodeJS.Timeout | null = null;
+  let t0 = 0;
+  const read = (pid: number): void => {
+    const mb = Math.round(statusKb(pid, 'VmRSS') / 1024);
+    if (trace.length === 0) t0 = performance.now();
+    trace.push(mb);
+    progress(`soak: ${Math.round((performance.now() - t0) / 1000)} s, server RSS ${mb} MB`);
+  };
   try {
-    const pgDir = join(server.dataDir, 'pg');
-    const dbUrl = `postgresql://uns@/postgres?host=${encodeURIComponent(join(pgDir, 'run'))}`;
-    const store = await describeStore(dbUrl, server.timescale);
-    let t0 = 0;
-    const read = (): void => {
-      const mb = Math.round(statusKb(server.proc.pid, 'VmRSS') / 1024);
-      if (trace.length === 0) t0 = performance.now();
-      trace.push(mb);
-      progress(`soak: ${Math.round((performance.now() - t0) / 1000)} s, server RSS ${mb} MB`);
-    };
-    const r = await runLoad({
-      id: 'soak', name: `uns-bridge + embedded store at ${settings.rate}/s for ${seconds} s`, port: server.mqttPort, serverPid: server.proc.pid,
-      dbUrl, rate: settings.rate, auth: true, store: `embedded ${store}`, pgRoot: () => postmasterPid(pgDir),
+    const r = await unsScenario('soak', `uns-bridge + embedded store at ${settings.rate}/s for ${seconds} s`, null, settings.rate, {
       load: { seconds },
-      onEvent: (ev) => {
-        if (ev.event === 'measure-start') { read(); timer = setInterval(read, 30_000); }
-        if (ev.event === 'measure-end' && timer) { clearInterval(timer); timer = null; read(); }
+      onEvent: (ev, pid) => {
+        if (ev.event === 'measure-start') { read(pid); timer = setInterval(() => read(pid), 30_000); }
+        if (ev.event === 'measure-end' && timer) { clearInterval(timer); timer = null; read(pid); }
       },
     });
-    serverLog = await stopUns(server);
-    return { ...r, serverLog, rssEvery30s: trace };
+    return { ...r, rssEvery30s: trace };
   } finally {
     if (timer) clearInterval(timer);
-    if (serverLog === null) await stopUns(server).catch(() => undefined);
   }
 }
 
@@ -418,23 +414,11 @@ async function soakScenario(): Promise<ScenarioResult> {
 async function externalScenario(): Promise<ScenarioResult> {
   const mosq = new TestMosquitto();
   await mosq.start();
-  progress(`external: Mosquitto on ${mosq.url}; starting uns-bridge attached to it (embedded PostgreSQL)`);
+  progress(`external: Mosquitto on ${mosq.url}`);
   try {
-    const server = await startUns('external', null, { UNS_BROKER_URL: mosq.url });
-    let serverLog: ServerLog | null = null;
-    try {
-      const pgDir = join(server.dataDir, 'pg');
-      const dbUrl = `postgresql://uns@/postgres?host=${encodeURIComponent(join(pgDir, 'run'))}`;
-      const store = await describeStore(dbUrl, server.timescale);
-      const r = await runLoad({
-        id: 'external', name: 'uns-bridge attached to Mosquitto', port: mosq.port, serverPid: server.proc.pid, dbUrl, rate: 0, auth: false,
-        store: `embedded ${store}, via Mosquitto`, settleMs: 120_000, pgRoot: () => postmasterPid(pgDir),
-      });
-      serverLog = await stopUns(server);
-      return { ...r, serverLog };
-    } finally {
-      if (serverLog === null) await stopUns(server).catch(() => undefined);
-    }
+    return await unsScenario('external', 'uns-bridge attached to Mosquitto', null, 0, {
+      env: { UNS_BROKER_URL: mosq.url }, port: mosq.port, settleMs: 120_000,
+    });
   } finally {
     await mosq.destroy();
   }

@@ -239,7 +239,7 @@ export class BrokerLink {
       case 'disconnect': {
         const code = p.reasonCode ?? 0;
         // 0x8E: another connection took this session over, most likely a second instance given the same client id.
-        const hint = code === 0x8e ? `; another connection uses the client id ${this.opts.clientId}: give each instance its own (UNS_BROKER_CLIENT_ID or its own data dir)` : '';
+        const hint = code === 0x8e ? `; ${this.sameClientId('uses')}` : '';
         this.fail(`the broker disconnected this client (reason 0x${code.toString(16)}${p.properties?.reasonString ? `: ${p.properties.reasonString}` : ''})${hint}`);
         return;
       }
@@ -391,6 +391,11 @@ export class BrokerLink {
     this.awaitingPong = false;
   }
 
+  /** What to do when another connection holds this session: both ways of noticing it say the same. */
+  private sameClientId(verb: 'uses' | 'may use'): string {
+    return `another connection ${verb} the client id ${this.opts.clientId}: give each instance its own (UNS_BROKER_CLIENT_ID or its own data dir)`;
+  }
+
   private fail(why: string): void {
     this.stats.lastError = why;
     this.opts.log.error({ broker: this.address, err: why }, 'broker link');
@@ -407,7 +412,7 @@ export class BrokerLink {
       // The back-off starts again only after a connection that lasted; one lost at once keeps growing it.
       if (this.quickLosses === 0) this.backoffMs = 500;
       if (this.quickLosses >= 3 && !this.closing) {
-        this.fail(`the broker closed this session ${this.quickLosses} times in a row within 10 s of accepting it; another connection may use the client id ${this.opts.clientId}: give each instance its own (UNS_BROKER_CLIENT_ID or its own data dir)`);
+        this.fail(`the broker closed this session ${this.quickLosses} times in a row within 10 s of accepting it; ${this.sameClientId('may use')}`);
       } else if (!this.closing && this.stats.lastError === null) {
         this.stats.lastError = 'the connection to the broker closed';
       }

@@ -16,16 +16,21 @@ const V2 = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 /** A v1 header is at most 107 bytes; a v2 one 16 bytes plus its length field. */
 const V1_MAX = 107;
 
+/** Whether what has arrived so far agrees with `signature` (all of it, or as much as there is). */
+function startsLike(b: Buffer, signature: Buffer): boolean {
+  const n = Math.min(b.length, signature.length);
+  return b.subarray(0, n).equals(signature.subarray(0, n));
+}
+
 /** The header's length once it is complete, 0 while more bytes are needed, -1 when there is none. */
 function headerLength(b: Buffer): number {
-  const n = Math.min(b.length, V2.length);
-  if (b.subarray(0, Math.min(b.length, V1.length)).equals(V1.subarray(0, Math.min(b.length, V1.length)))) {
+  if (startsLike(b, V1)) {
     if (b.length < V1.length) return 0;
     const end = b.indexOf('\r\n', 0, 'latin1');
     if (end >= 0) return end + 2;
     return b.length >= V1_MAX ? -1 : 0;
   }
-  if (b.subarray(0, n).equals(V2.subarray(0, n))) {
+  if (startsLike(b, V2)) {
     if (b.length < 16) return 0;
     const total = 16 + b.readUInt16BE(14);
     return b.length >= total ? total : 0;

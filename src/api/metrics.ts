@@ -41,6 +41,9 @@ export interface MetricSources {
   store?(): { degraded: boolean; holding: boolean; outages: number; holds: number; refused: number; corrupt: number; spoolSegments: number; replayLeft: number };
 }
 
+/** The link's running totals (the counters among its figures). */
+type LinkCounter = Exclude<keyof NonNullable<ReturnType<NonNullable<MetricSources['link']>>>, 'connected' | 'held'>;
+
 export class Metrics {
   readonly registry = new Registry();
   readonly flushSeconds: Histogram;
@@ -114,7 +117,7 @@ export class Metrics {
     }
     const link = src.link;
     if (link) {
-      const l = (k: 'connects' | 'connectionsLost' | 'messagesIn' | 'bytesIn' | 'messagesOut' | 'bytesOut' | 'publishesRejected' | 'notDurable' | 'ownSkipped' | 'subscriptionsRefused' | 'throttled') => () => link()?.[k] ?? 0;
+      const l = (k: LinkCounter) => () => link()?.[k] ?? 0;
       gaugeFrom('uns_broker_link_up', 'External-broker mode: 1 while connected to the broker.', () => (link()?.connected ? 1 : 0));
       gaugeFrom('uns_broker_link_held', 'External-broker mode: messages whose acknowledgement to the broker waits for the store.', () => link()?.held ?? 0);
       counterFrom('uns_broker_link_connects_total', 'External-broker mode: accepted connections to the broker.', l('connects'));
