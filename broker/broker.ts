@@ -23,6 +23,7 @@ import { filterCovers, validateTopicFilter } from '../src/core/index.js';
 import { guardFrames } from './frame-guard.js';
 import { expectProxyHeader } from './proxy-header.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
+import type { SessionStore } from './session-store.js';
 
 export interface BrokerLimits {
   readonly maxPacketBytes: number;
@@ -46,7 +47,8 @@ export interface BrokerOptions {
   readonly auth: Authenticator;
   readonly ingest: IngestFn;
   readonly log: Logger;
-  readonly persistence?: unknown;
+  /** Where persistent sessions live (in memory, lost at a restart, without one). */
+  readonly sessions?: SessionStore;
   /** Told when an authenticated connection ends, with its serial (see Source.connection). */
   readonly connectionClosed?: (connection: number, at: number) => void;
 }
@@ -129,11 +131,13 @@ export class UnsBroker {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.limits.maxPacketBytes + 8, perMessageDeflate: false });
     aedes.on('clientReady', (client: Client) => {
       const c = client as UnsClient;
+      if (!c.clean) opts.sessions?.seen(c.id, c.uns?.username || null);
       this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: addressOf(c.conn) }, 'client connected');
     });
     aedes.on('clientDisconnect', (client: Client) => {
       const c = client as UnsClient;
       if (c.unsConn !== undefined) opts.connectionClosed?.(c.unsConn, Date.now());
+      if (!c.clean && c.uns !== undefined) opts.sessions?.seen(c.id, c.uns.username || null);
       this.log.info({ clientId: c.id, username: c.uns?.username ?? null, address: addressOf(c.conn) }, 'client disconnected');
     });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
@@ -143,7 +147,7 @@ export class UnsBroker {
   static async create(opts: BrokerOptions): Promise<UnsBroker> {
     const holder: { broker?: UnsBroker } = {};
     const aedes = await Aedes.createBroker({
-      ...(opts.persistence ? { persistence: opts.persistence } : {}),
+      ...(opts.sessions ? { persistence: opts.sessions as never } : {}),
       // No mqemitter queue: with a concurrency limit, one slow subscriber holds every message behind it
       // (head-of-line blocking for all subscribers), and when it disconnects the queued deliveries complete
       // synchronously and recurse until the stack overflows (mqemitter 7 `released` -> `_do`). Slow
@@ -198,6 +202,24 @@ export class UnsBroker {
         refuse(client, cb, 2, 'client id in use by another principal');
         return;
       }
+      const sessions = this.opts.sessions;
+      if (sessions !== undefined) {
+        // Persistent sessions are read from the database at start-up; until then one cannot be resumed.
+        if (!client.clean && !sessions.ready) {
+          bump(this.stats.connectsRefused, 'UNS_ERR_UNAVAILABLE');
+          this.log.info({ clientId: client.id, username: r.username }, 'persistent session refused: sessions not loaded yet (database unavailable)');
+          refuse(client, cb, 3, 'sessions not loaded yet');
+          return;
+        }
+        // A stored session is its user's: another user may neither resume it nor wipe it with a clean one.
+        const owner = sessions.owner(client.id);
+        if (typeof owner === 'string' && owner !== (r.username || null)) {
+          bump(this.stats.connectsRefused, 'UNS_ERR_CLIENT_ID_REJECTED');
+          this.log.warn({ clientId: client.id, username: r.username, holder: owner }, 'client id of another user\'s session refused');
+          refuse(client, cb, 2, 'client id holds another principal\'s session');
+          return;
+        }
+      }
       client.uns = r;
       client.unsConn = ++this.connections;
       client.unsSent = 0;
@@ -248,7 +270,10 @@ export class UnsBroker {
         packet.topic = REJECTED_PREFIX + topic;
         packet.retain = false;
       }
-      cb(null);
+      // QoS 1: in the queues of the persistent sessions it matches before Aedes writes the PUBACK.
+      const queued = packet.qos === 1 ? this.opts.sessions?.queueBeforeAck(packet as never) : null;
+      if (queued) queued.then(() => cb(null), () => cb(null));
+      else cb(null);
     });
   }
 
@@ -261,6 +286,8 @@ export class UnsBroker {
     // A role's deny rules: a granted subscription may still overlap a denied area (src/core/acl.ts).
     const perms = client.uns?.perms;
     if (perms?.hasReadDenies && !perms.canRead(sent.topic)) return null;
+    // A resumed session's message sent before the restart or reconnect: this is the packet Aedes writes.
+    if (sent.messageId !== undefined && this.opts.sessions?.isResend(client.id, sent.messageId)) sent.dup = true;
     const packet = sent.retain && sent.qos > 0 ? retainedAtGrantedQos(client, sent) : sent;
     const waiting = (client.conn as { writableLength?: number }).writableLength ?? 0;
     // Decide before writing: a write past the socket's high-water mark would make Aedes wait for 'drain',
@@ -407,6 +434,7 @@ export class UnsBroker {
     this.wss.close();
     await new Promise<void>((r) => this.aedes.close(() => r()));
     await tcpClosed;
+    await this.opts.sessions?.close();
   }
 }
 

@@ -3,3 +3,4 @@ export { Authenticator, isFailure, type Principal, type UserRecord, type Authent
 export { AccessControl, Permissions, type RoleMap } from '../src/core/index.js';
 export { guardFrames, FrameScanner } from './frame-guard.js';
 export { BrokerLink, ORIGIN_PROPERTY, type BrokerLinkOptions, type BrokerLinkStats } from './link.js';
+export { SessionStore, type SessionStoreOptions, type SessionStoreStats } from './session-store.js';

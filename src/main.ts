@@ -17,7 +17,7 @@ import { schemasDir, packageVersion } from './core/index.js';
 import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
-import { UnsBroker, BrokerLink, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
+import { UnsBroker, BrokerLink, SessionStore, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink, sessionEventsSink, SparkplugHost, SparkplugMapper, republishSink } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
@@ -203,8 +203,14 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const auth = new Authenticator({ users: () => users, anonymousRole: namespace.anonymousRole, acl, verifyJwt });
   // External-broker mode: no broker here; the link to the plant's broker is made once everything that
   // handles messages is in place (below, where the embedded broker would start listening).
+  // Persistent MQTT sessions live in the store's database, read once it is open (below).
+  const sessions = config.link.url !== null ? null : new SessionStore({
+    pool: store.pool, log: log.child({ component: 'sessions' }), queueMax: config.mqtt.sessionQueueMax,
+    overflow: config.mqtt.sessionQueueOverflow, expiryMs: config.mqtt.sessionExpiryS * 1_000,
+  });
   const broker = config.link.url !== null ? null : await UnsBroker.create({
     limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
+    ...(sessions !== null ? { sessions } : {}),
     connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
   });
   let link: BrokerLink | null = null;
@@ -224,9 +230,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     await broker.restoreRetained(await store.loadRetained());
     retainedRestored = true;
   };
+  const loadSessions = (): Promise<void> => sessions?.load() ?? Promise.resolve();
   try {
     await openStore();
     await restoreRetained();
+    await loadSessions();
     const snapshot = await store.loadState('sparkplug');
     if (snapshot !== undefined) {
       const r = sparkplug.restore(snapshot);
@@ -238,7 +246,9 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     writer.markUnavailable(e as Error);
   }
   writer.on('state', (s) => {
-    if (s === 'healthy') restoreRetained().catch((e: Error) => log.warn({ err: e.message }, 'could not restore retained messages'));
+    if (s !== 'healthy') return;
+    restoreRetained().catch((e: Error) => log.warn({ err: e.message }, 'could not restore retained messages'));
+    loadSessions().catch((e: Error) => log.warn({ err: e.message }, 'could not load MQTT sessions'));
   });
   writer.start();
 
@@ -263,6 +273,10 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       broker: link?.address ?? null, clientId: link?.clientId ?? null, group: config.link.group, connected: link?.stats.connected ?? false, lastError: link?.stats.lastError ?? 'not started',
       held: link?.stats.held ?? 0, connectionsLost: link?.stats.connectionsLost ?? 0,
     },
+    sessions: sessions === null ? null : (() => {
+      const st = sessions.snapshot();
+      return { loaded: st.loaded, count: st.sessions, queued: st.queued, unsaved: st.unsaved, failingSince: st.failingSince, lastError: st.lastError };
+    })(),
     embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
   });
 
@@ -313,7 +327,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker?.connectedClients ?? 0,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
-    ...(broker !== null ? { broker: () => broker.stats } : {}), link: () => link?.stats ?? null, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
+    ...(broker !== null ? { broker: () => broker.stats } : {}), ...(sessions !== null ? { sessions: () => sessions.snapshot() } : {}), link: () => link?.stats ?? null, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,

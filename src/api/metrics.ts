@@ -26,6 +26,8 @@ export interface MetricSources {
   /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
   link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
     publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number; throttled: number } | null;
+  /** Persistent MQTT sessions (SessionStoreStats), embedded broker only. */
+  sessions?(): { loaded: boolean; sessions: number; queued: number; dropped: number; expired: number; unsaved: number; failingSince: number | null };
   /** Committed samples that met a stored one of the same topic and time. */
   samples?(): { overwritten: number; repeated: number };
   /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
@@ -114,6 +116,15 @@ export class Metrics {
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
       counterFrom('uns_mqtt_proxy_headers_refused_total', 'MQTT connections refused for a missing or malformed PROXY protocol header.', () => b().proxyHeadersRefused);
       counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
+    }
+    const sessions = src.sessions;
+    if (sessions) {
+      gaugeFrom('uns_mqtt_sessions', 'Persistent MQTT sessions (clean=false) kept, connected or not.', () => sessions().sessions);
+      gaugeFrom('uns_mqtt_session_queued', 'Messages queued for persistent sessions (offline and in flight).', () => sessions().queued);
+      counterFrom('uns_mqtt_session_dropped_total', 'Messages a full session queue did not keep (UNS_MQTT_SESSION_QUEUE_MAX; still in history).', () => sessions().dropped);
+      counterFrom('uns_mqtt_sessions_expired_total', 'Persistent sessions removed after UNS_MQTT_SESSION_EXPIRY_S without their client.', () => sessions().expired);
+      gaugeFrom('uns_mqtt_session_unsaved', 'Session changes not yet written to the database (kept in memory while it cannot be written).', () => sessions().unsaved);
+      gaugeFrom('uns_mqtt_sessions_loaded', '1 once persistent sessions are loaded from the database (until then clean=false CONNECTs are refused).', () => (sessions().loaded ? 1 : 0));
     }
     const link = src.link;
     if (link) {

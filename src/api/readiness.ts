@@ -14,6 +14,8 @@ export interface ReadinessParts {
   readonly link?: {
     readonly broker: string | null; readonly clientId: string | null; readonly group: string; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
   } | null;
+  /** Persistent MQTT sessions (embedded broker): loaded yet, and whether changes are being written. */
+  readonly sessions?: { readonly loaded: boolean; readonly count: number; readonly queued: number; readonly unsaved: number; readonly failingSince: number | null; readonly lastError: string | null } | null;
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;
   /** Users that can authenticate; a warning when there are none (and no anonymous role): everyone is locked out. */
@@ -40,6 +42,7 @@ export function readinessReport(p: ReadinessParts): ReadinessReport {
         replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: iso(w.replay.startedAt) },
       },
       broker: p.broker,
+      ...(p.sessions ? { sessions: { ...p.sessions, failingSince: p.sessions.failingSince === null ? null : iso(p.sessions.failingSince) } } : {}),
       ...(p.link ? { link: { ...p.link, lastError: p.link.connected ? null : p.link.lastError } } : {}),
       backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
       embedded: p.embedded,

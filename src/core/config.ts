@@ -20,6 +20,8 @@ export interface Config {
     readonly slowConsumerBytes: number; readonly resendCheckCount: number;
     /** 'on': every MQTT TCP connection starts with a PROXY protocol header (behind HAProxy or another TCP load balancer). */
     readonly proxyProtocol: 'on' | 'off';
+    /** Persistent sessions: messages kept per absent client (0: no limit), what a full queue drops, expiry (0: never). */
+    readonly sessionQueueMax: number; readonly sessionQueueOverflow: 'drop-new' | 'drop-old'; readonly sessionExpiryS: number;
   };
   readonly http: { readonly host: string; readonly port: number };
   /**
@@ -121,7 +123,8 @@ export const DEFAULTS: Config = {
   dataDir: './data',
   topicsFile: './topics.yaml',
   mqtt: { host: '0.0.0.0', port: 1883, wsPath: '/mqtt', maxPacketBytes: 1_048_576, maxTopicBytes: 1024, maxTopicLevels: 32,
-    connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64, proxyProtocol: 'off' },
+    connectTimeoutMs: 5_000, keepaliveLimitS: 0, slowConsumerBytes: 8_388_608, resendCheckCount: 64, proxyProtocol: 'off',
+    sessionQueueMax: 1_000, sessionQueueOverflow: 'drop-new', sessionExpiryS: 7 * 86_400 },
   http: { host: '0.0.0.0', port: 8080 },
   tls: { certPath: null, keyPath: null, caPath: null, mqttPort: 8883, mqttPlain: 'on', http: 'auto', clientCerts: 'off', watchIntervalMs: 5_000 },
   link: {
@@ -154,6 +157,9 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_WS_PATH', 'mqtt.wsPath', 'string'],
   ['UNS_MQTT_MAX_PACKET_BYTES', 'mqtt.maxPacketBytes', 'int'],
   ['UNS_MQTT_PROXY_PROTOCOL', 'mqtt.proxyProtocol', 'string'],
+  ['UNS_MQTT_SESSION_QUEUE_MAX', 'mqtt.sessionQueueMax', 'int'],
+  ['UNS_MQTT_SESSION_QUEUE_OVERFLOW', 'mqtt.sessionQueueOverflow', 'string'],
+  ['UNS_MQTT_SESSION_EXPIRY_S', 'mqtt.sessionExpiryS', 'int'],
   ['UNS_HTTP_HOST', 'http.host', 'string'],
   ['UNS_HTTP_PORT', 'http.port', 'int'],
   ['UNS_TLS_CERT_PATH', 'tls.certPath', 'nullable-string'],

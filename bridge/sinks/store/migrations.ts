@@ -248,6 +248,41 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
+    version: 7,
+    name: 'mqtt sessions',
+    sql: `
+      -- Persistent MQTT sessions (clean=false) of the embedded broker: when each was last connected (expiry
+      -- counts from there) and by whom, its subscriptions, its queue (offline messages and messages in flight,
+      -- in order of seq) and its QoS 2 receive state. Packet fields are JSON, payloads apart.
+      CREATE TABLE mqtt_sessions (
+        client_id  text PRIMARY KEY,
+        seen_at    timestamptz NOT NULL,
+        username   text
+      );
+      CREATE TABLE mqtt_session_subs (
+        client_id  text NOT NULL,
+        topic      text NOT NULL,
+        qos        smallint NOT NULL,
+        options    jsonb NOT NULL DEFAULT '{}',
+        PRIMARY KEY (client_id, topic)
+      );
+      CREATE TABLE mqtt_session_queue (
+        client_id  text NOT NULL,
+        seq        bigint NOT NULL,
+        packet     jsonb NOT NULL,
+        payload    bytea,
+        PRIMARY KEY (client_id, seq)
+      );
+      CREATE TABLE mqtt_session_incoming (
+        client_id  text NOT NULL,
+        message_id integer NOT NULL,
+        packet     jsonb NOT NULL,
+        payload    bytea,
+        PRIMARY KEY (client_id, message_id)
+      );
+    `,
+  },
+  {
     version: 8,
     name: 'sample identity',
     sql: `
