@@ -27,6 +27,9 @@
  *   9. spool-drain    BENCH_SPOOL_SEGMENTS one-message spool segments (written with the server's Spool class) in
  *                     a server started with its database down; the database started: replay segments/s and
  *                     progress, drain time to /ready 200, server RSS, stored exactly once
+ *   9b. sessions      BENCH_SESSIONS persistent MQTT sessions (10,000) x BENCH_SESSION_QUEUED queued messages (100)
+ *                     written into the session tables of a throwaway cluster: start-to-ready time and RSS against
+ *                     a start with none, then BENCH_SESSION_DRAIN (100) of them reconnect and receive their queues
  *  10. bare-aedes-end the reference again: the machine is shared, so the ceiling is bracketed and the
  *                     ratios use the mean of both bare runs
  *
@@ -60,13 +63,14 @@ import { ALL_AREAS, SITES, filterCoversArea } from './topics.js';
 import { seedStore } from './seed-store.js';
 import { compareBuckets, login, streamExport, timeHistory, type Bucket, type ExportTiming } from './read-api.js';
 import { TARGETS, type StoreFigures, type ScenarioResult, type WsFigures, type ReadResult, type ServerLog, isBare, table, int, verdict, wsTable, wsNotes, readTable, readNotes, notes } from './report.js';
+import { sessionsScenario, sessionsReport, sessionsProblems, type SessionsResult } from './sessions.js';
 import { destroyFaultClusters, faultProblems, faultReport, outageScenario, spoolDrainScenario, type FaultContext, type FaultResult } from './faults.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'soak', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'soak', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'sessions', 'bare-aedes-end'] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 export type ReadId = 'read-ts' | 'read-pg';
 
@@ -94,6 +98,9 @@ const settings = {
   outageSeconds: intEnv('BENCH_OUTAGE_SECONDS', 60, 1),
   spoolSegments: intEnv('BENCH_SPOOL_SEGMENTS', 100_000, 1),
   drainTimeoutS: intEnv('BENCH_DRAIN_TIMEOUT', 360, 10),
+  sessions: intEnv('BENCH_SESSIONS', 10_000, 1),
+  sessionQueued: intEnv('BENCH_SESSION_QUEUED', 100, 1),
+  sessionDrain: intEnv('BENCH_SESSION_DRAIN', 100, 1),
   spNodes: intEnv('BENCH_SP_NODES', 100, 1),
   spDevices: intEnv('BENCH_SP_DEVICES', 10, 1),
   spMetrics: intEnv('BENCH_SP_METRICS', 50, 1),
@@ -662,6 +669,9 @@ async function main(): Promise<void> {
   };
   await attempt('outage', faults, () => outageScenario(faultCtx, { rate: settings.outageRate, outageS: settings.outageSeconds, warmupS: settings.warmupS }));
   await attempt('spool-drain', faults, () => spoolDrainScenario(faultCtx, { segments: settings.spoolSegments, rate: settings.outageRate }));
+  const sessions: SessionsResult[] = [];
+  await attempt('sessions', sessions, () => sessionsScenario(faultCtx, { sessions: settings.sessions, queued: settings.sessionQueued, drain: settings.sessionDrain }));
+  for (const r of sessions) failures.push(...sessionsProblems(r));
   await attempt('bare-aedes-end', results, () => bareScenario('bare-aedes-end'));
   // A fault scenario that lost or doubled messages (or did not drain) has failed, loudly.
   failures.push(...faultProblems(faults));
@@ -675,6 +685,7 @@ async function main(): Promise<void> {
     results,
     reads,
     faults,
+    sessions,
     failures,
     totalS: Math.round(performance.now() - started) / 1000,
   };
@@ -687,6 +698,7 @@ async function main(): Promise<void> {
   if (fan) out.push('', wsTable(fan), '', ...wsNotes(fan.ws));
   if (reads.length > 0) out.push('', readTable(reads), '', ...readNotes(reads));
   if (faults.length > 0) out.push(...faultReport(faults));
+  for (const r of sessions) out.push(...sessionsReport(r));
   const problems = results.flatMap((r) => {
     const p: string[] = [];
     if (r.persisted && r.persisted.lost > 0) p.push(`${r.id}: ${r.persisted.lost} acknowledged messages are NOT in the store`);

@@ -121,8 +121,8 @@ function encodePacket(p: SessionPacket): { packet: string; payload: Buffer | nul
   return { packet, payload: payload ?? null };
 }
 
-export function decodePacket(fields: Record<string, unknown>, payload: Buffer | null): SessionPacket {
-  const revived = JSON.parse(JSON.stringify(fields), (_k, v: unknown) => {
+export function decodePacket(fields: string, payload: Buffer | null): SessionPacket {
+  const revived = JSON.parse(fields, (_k, v: unknown) => {
     if (v !== null && typeof v === 'object' && typeof (v as { $base64?: unknown }).$base64 === 'string' && Object.keys(v).length === 1) {
       return Buffer.from((v as { $base64: string }).$base64, 'base64');
     }

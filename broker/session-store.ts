@@ -78,6 +78,8 @@ export interface SessionStoreStats {
   unsaved: number;
   failingSince: number | null;
   lastError: string | null;
+  /** How long reading the sessions took at start-up (ms), once read. */
+  loadMs: number | null;
 }
 
 /** A timer-free deferred for "the batch this change is in has committed (or the database is down)". */
@@ -86,10 +88,12 @@ interface Batch { ops: Op[]; waiters: Array<() => void> }
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
 const SWEEP_MS = 60_000;
+/** Queue rows read per query at start-up. */
+const LOAD_PAGE = 20_000;
 
 export class SessionStore extends EventEmitter {
   readonly stats: SessionStoreStats = {
-    loaded: false, sessions: 0, queued: 0, dropped: 0, expired: 0, unsaved: 0, failingSince: null, lastError: null,
+    loaded: false, sessions: 0, queued: 0, dropped: 0, expired: 0, unsaved: 0, failingSince: null, lastError: null, loadMs: null,
   };
   private broker: { id: string; counter?: number; clients?: Record<string, unknown> } | null = null;
   private readonly retained = new Map<string, SessionPacket>();
@@ -445,48 +449,64 @@ export class SessionStore extends EventEmitter {
       // What was discarded meanwhile is written first, so the rows read below are the current ones.
       await this.flushNow();
       if (this.stats.failingSince !== null) throw new Error(this.stats.lastError ?? 'database unavailable');
-      const db = this.opts.pool;
-      const [sessions, subs, queue, incoming] = await Promise.all([
-        db.query<{ client_id: string; seen_at: Date; username: string | null }>('SELECT client_id, seen_at, username FROM mqtt_sessions'),
-        db.query<{ client_id: string; topic: string; qos: number; options: Omit<SessionSub, 'qos'> }>('SELECT client_id, topic, qos, options FROM mqtt_session_subs'),
-        db.query<{ client_id: string; seq: string; packet: Record<string, unknown>; payload: Buffer | null }>(
-          'SELECT client_id, seq, packet, payload FROM mqtt_session_queue ORDER BY client_id, seq'),
-        db.query<{ client_id: string; message_id: number; packet: Record<string, unknown>; payload: Buffer | null }>(
-          'SELECT client_id, message_id, packet, payload FROM mqtt_session_incoming'),
-      ]);
       const skip = (c: string): boolean => this.discardedEarly.has(c);
-      for (const r of sessions.rows) {
-        if (!skip(r.client_id) && !this.sessions.has(r.client_id)) this.sessions.set(r.client_id, { seenAt: r.seen_at.getTime(), username: r.username });
-      }
-      for (const r of subs.rows) {
-        if (skip(r.client_id)) continue;
-        let m = this.subs.get(r.client_id);
-        if (m === undefined) { m = new Map(); this.subs.set(r.client_id, m); }
-        const sub: SessionSub = { qos: r.qos, ...r.options };
-        m.set(r.topic, sub);
-        if (sub.qos > 0) this.trie.add(r.topic, { clientId: r.client_id, topic: r.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as TopicSub);
-        this.touchLoaded(r.client_id);
-      }
-      for (const r of queue.rows) {
-        const seq = Number(r.seq);
-        if (seq > this.seq) this.seq = seq;
-        if (skip(r.client_id)) continue;
-        let q = this.outgoing.get(r.client_id);
-        if (q === undefined) { q = []; this.outgoing.set(r.client_id, q); }
-        q.push({ seq, packet: decodePacket(r.packet, r.payload), stored: true });
-        this.stats.queued++;
-        this.touchLoaded(r.client_id);
-      }
-      for (const r of incoming.rows) {
-        if (skip(r.client_id)) continue;
-        let m = this.incoming.get(r.client_id);
-        if (m === undefined) { m = new Map(); this.incoming.set(r.client_id, m); }
-        m.set(r.message_id, decodePacket(r.packet, r.payload));
+      // One snapshot for every table; the queue read in pages (it may hold millions of messages).
+      const db = await this.opts.pool.connect();
+      try {
+        await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const sessions = await db.query<{ client_id: string; seen_at: Date; username: string | null }>('SELECT client_id, seen_at, username FROM mqtt_sessions');
+        for (const r of sessions.rows) {
+          if (!skip(r.client_id) && !this.sessions.has(r.client_id)) this.sessions.set(r.client_id, { seenAt: r.seen_at.getTime(), username: r.username });
+        }
+        const subs = await db.query<{ client_id: string; topic: string; qos: number; options: Omit<SessionSub, 'qos'> }>('SELECT client_id, topic, qos, options FROM mqtt_session_subs');
+        for (const r of subs.rows) {
+          if (skip(r.client_id)) continue;
+          let m = this.subs.get(r.client_id);
+          if (m === undefined) { m = new Map(); this.subs.set(r.client_id, m); }
+          const sub: SessionSub = { qos: r.qos, ...r.options };
+          m.set(r.topic, sub);
+          if (sub.qos > 0) this.trie.add(r.topic, { clientId: r.client_id, topic: r.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as TopicSub);
+          this.touchLoaded(r.client_id);
+        }
+        const seqMax = await db.query<{ m: string | null }>('SELECT max(seq)::text AS m FROM mqtt_session_queue');
+        this.seq = Math.max(this.seq, Number(seqMax.rows[0]?.m ?? 0));
+        let after: [string, string] | null = null;
+        for (;;) {
+          const page: pg.QueryResult<{ client_id: string; seq_text: string; packet: string; payload: Buffer | null }> = await db.query(
+            `SELECT q.client_id, q.seq::text AS seq_text, q.packet::text AS packet, q.payload FROM mqtt_session_queue q
+             ${after === null ? '' : 'WHERE (q.client_id, q.seq) > ($2, $3::bigint)'} ORDER BY q.client_id, q.seq LIMIT $1`,
+            after === null ? [LOAD_PAGE] : [LOAD_PAGE, after[0], after[1]]);
+          for (const r of page.rows) {
+            if (skip(r.client_id)) continue;
+            let q = this.outgoing.get(r.client_id);
+            if (q === undefined) { q = []; this.outgoing.set(r.client_id, q); }
+            q.push({ seq: Number(r.seq_text), packet: decodePacket(r.packet, r.payload), stored: true });
+            this.stats.queued++;
+            this.touchLoaded(r.client_id);
+          }
+          if (page.rows.length < LOAD_PAGE) break;
+          const last = page.rows[page.rows.length - 1]!;
+          after = [last.client_id, last.seq_text];
+        }
+        const incoming = await db.query<{ client_id: string; message_id: number; packet: string; payload: Buffer | null }>(
+          'SELECT client_id, message_id, packet::text AS packet, payload FROM mqtt_session_incoming');
+        for (const r of incoming.rows) {
+          if (skip(r.client_id)) continue;
+          let m = this.incoming.get(r.client_id);
+          if (m === undefined) { m = new Map(); this.incoming.set(r.client_id, m); }
+          m.set(r.message_id, decodePacket(r.packet, r.payload));
+        }
+        await db.query('COMMIT');
+        db.release();
+      } catch (e) {
+        db.release(true);
+        throw e;
       }
       this.discardedEarly.clear();
       this.state = 'loaded';
       this.stats.loaded = true;
-      this.opts.log.info({ sessions: this.sessions.size, queued: this.stats.queued, ms: this.now() - started }, 'MQTT sessions loaded');
+      this.stats.loadMs = this.now() - started;
+      this.opts.log.info({ sessions: this.sessions.size, queued: this.stats.queued, ms: this.stats.loadMs }, 'MQTT sessions loaded');
       this.sweep();
       if (this.opts.expiryMs > 0) {
         this.sweepTimer = setInterval(() => this.sweep(), Math.min(SWEEP_MS, this.opts.expiryMs));

@@ -275,7 +275,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     },
     sessions: sessions === null ? null : (() => {
       const st = sessions.snapshot();
-      return { loaded: st.loaded, count: st.sessions, queued: st.queued, unsaved: st.unsaved, failingSince: st.failingSince, lastError: st.lastError };
+      return { loaded: st.loaded, count: st.sessions, queued: st.queued, unsaved: st.unsaved, failingSince: st.failingSince, lastError: st.lastError, loadMs: st.loadMs };
     })(),
     embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
   });

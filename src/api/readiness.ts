@@ -15,7 +15,7 @@ export interface ReadinessParts {
     readonly broker: string | null; readonly clientId: string | null; readonly group: string; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
   } | null;
   /** Persistent MQTT sessions (embedded broker): loaded yet, and whether changes are being written. */
-  readonly sessions?: { readonly loaded: boolean; readonly count: number; readonly queued: number; readonly unsaved: number; readonly failingSince: number | null; readonly lastError: string | null } | null;
+  readonly sessions?: { readonly loaded: boolean; readonly count: number; readonly queued: number; readonly unsaved: number; readonly failingSince: number | null; readonly lastError: string | null; readonly loadMs: number | null } | null;
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;
   /** Users that can authenticate; a warning when there are none (and no anonymous role): everyone is locked out. */

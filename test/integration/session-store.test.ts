@@ -124,6 +124,19 @@ describe('session store (PostgreSQL)', function () {
     expect(missing, 'QoS 2 receive state released by PUBREL').to.be.an('error');
   });
 
+  it('reads a long queue back in its order (numeric, across pages of the start-up read)', async () => {
+    const a = await open();
+    const client = { id: 'long', clean: false };
+    await a.addSubscriptions(client, [{ topic: 'acme/#', qos: 1 }]);
+    const subs = await a.subscriptionsByTopic('acme/x');
+    for (let i = 1; i <= 25_050; i++) void a.outgoingEnqueueCombi(subs, publish('acme/x', i));
+    await a.outgoingEnqueueCombi(subs, publish('acme/x', 25_051));
+    const b = await reopen(a);
+    const values = (await drain(b.outgoingStream(client))).map((p) => Number(p.payload?.toString().slice(1)));
+    expect(values.length).to.equal(25_051);
+    expect(values.every((v, i) => v === i + 1), 'in the order queued').to.equal(true);
+  });
+
   it('a clean session discards the persistent one, in the database too', async () => {
     const a = await open();
     const client = { id: 'hmi', clean: false };
