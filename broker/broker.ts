@@ -24,6 +24,7 @@ import { guardFrames } from './frame-guard.js';
 import { expectProxyHeader } from './proxy-header.js';
 import { isFailure, type Authenticator, type Principal } from './auth.js';
 import type { SessionStore } from './session-store.js';
+import type { ClusterBus, ClusterFrame } from './cluster.js';
 
 export interface BrokerLimits {
   readonly maxPacketBytes: number;
@@ -49,6 +50,8 @@ export interface BrokerOptions {
   readonly log: Logger;
   /** Where persistent sessions live (in memory, lost at a restart, without one). */
   readonly sessions?: SessionStore;
+  /** Cluster mode: the other instances of the namespace, over Redis. */
+  readonly cluster?: ClusterBus;
   /** Told when an authenticated connection ends, with its serial (see Source.connection). */
   readonly connectionClosed?: (connection: number, at: number) => void;
 }
@@ -118,6 +121,7 @@ export class UnsBroker {
   private tls: TlsServer | null = null;
   private connections = 0;
   private closing: Promise<void> | undefined;
+  private orphanTimer: NodeJS.Timeout | null = null;
   private readonly topicLimits: TopicLimits;
   private readonly closingSlow = new Set<string>();
   private readonly wss: WebSocketServer;
@@ -142,6 +146,70 @@ export class UnsBroker {
     });
     aedes.on('clientError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'client error'));
     aedes.on('connectionError', (client: Client, err: Error) => this.log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+    if (opts.cluster) this.joinCluster(opts.cluster);
+  }
+
+  /**
+   * Publishes made here go to the other instances (and theirs come here, delivered to local subscribers and
+   * queued for local persistent sessions, never ingested again: the instance its publisher is connected to
+   * stored it). Aedes' own take-over notice goes too, so a client id connecting elsewhere closes its
+   * connection here. A remote publish keeps its origin's brokerId, which is how it is not sent back; its
+   * counter is this broker's own (Aedes numbers it), so per-client duplicate checks stay monotonic.
+   */
+  private joinCluster(bus: ClusterBus): void {
+    const aedes = this.aedes;
+    const takeover = `$SYS/${aedes.id}/new/clients`;
+    aedes.on('publish', (packet: AedesPublishPacket) => {
+      // What Aedes reports is the packet as published: a client's or the server's carries no brokerId yet.
+      if (packet.brokerId !== undefined && packet.brokerId !== aedes.id) return;
+      if (packet.topic.startsWith('$SYS/') && packet.topic !== takeover) return;
+      bus.send({ k: 'p', packet: {
+        topic: packet.topic, payload: packet.payload as Buffer, qos: packet.qos, retain: packet.retain, brokerId: aedes.id,
+        brokerCounter: 0, properties: (packet as { properties?: Record<string, unknown> }).properties,
+      } });
+    });
+    bus.on('frame', (f: ClusterFrame) => {
+      if (f.k === 'p') {
+        const p = f.packet;
+        const packet = {
+          cmd: 'publish', topic: p.topic, payload: Buffer.from(p.payload.buffer, p.payload.byteOffset, p.payload.byteLength), qos: p.qos, retain: p.retain, dup: false,
+          brokerId: p.brokerId, brokerCounter: p.brokerCounter, ...(p.properties !== undefined ? { properties: p.properties } : {}),
+        };
+        aedes.publish(packet as unknown as PublishPacket, (e?: Error) => { if (e) this.log.warn({ topic: p.topic, err: e.message }, 'publish from another instance not delivered'); });
+      } else if (f.k === 'release' && f.to === bus.instanceId) {
+        void this.releaseSession(f.client, bus);
+      }
+    });
+    // Sessions held by an instance that is gone are taken over by the live instance with the smallest id,
+    // once Redis has been reachable long enough to have heard every live one.
+    let upSince: number | null = bus.stats.connected ? Date.now() : null;
+    bus.on('state', (up: boolean) => { upSince = up ? Date.now() : null; });
+    let busy = false;
+    this.orphanTimer = setInterval(() => {
+      const sessions = this.opts.sessions;
+      if (busy || sessions === undefined || !sessions.ready || upSince === null || Date.now() - upSince < 6_000) return;
+      if (bus.livePeers().some((p) => p.id < bus.instanceId)) return;
+      busy = true;
+      sessions.instancesHolding()
+        .then(async (ids) => { for (const id of ids) if (id !== bus.instanceId && !bus.isLive(id)) await sessions.adoptInstance(id); })
+        .catch((e: Error) => this.log.debug({ err: e.message }, 'sessions of gone instances not taken over yet'))
+        .finally(() => { busy = false; });
+    }, 2_000);
+    this.orphanTimer.unref();
+  }
+
+  /** Another instance takes over a persistent session held here: close its connection, write it, let it go. */
+  private async releaseSession(clientId: string, bus: ClusterBus): Promise<void> {
+    const sessions = this.opts.sessions;
+    if (sessions === undefined) return;
+    const local = (this.aedes as unknown as { clients: Record<string, UnsClient | undefined> }).clients[clientId];
+    if (local !== undefined) await new Promise<void>((r) => local.close(() => r()));
+    try {
+      await sessions.release(clientId);
+    } catch (e) {
+      this.log.warn({ clientId, err: (e as Error).message }, 'session released with changes not written');
+    }
+    bus.send({ k: 'released', client: clientId, to: '' });
   }
 
   static async create(opts: BrokerOptions): Promise<UnsBroker> {
@@ -203,28 +271,38 @@ export class UnsBroker {
         return;
       }
       const sessions = this.opts.sessions;
-      if (sessions !== undefined) {
-        // Persistent sessions are read from the database at start-up; until then one cannot be resumed.
-        if (!client.clean && !sessions.ready) {
-          bump(this.stats.connectsRefused, 'UNS_ERR_UNAVAILABLE');
-          this.log.info({ clientId: client.id, username: r.username }, 'persistent session refused: sessions not loaded yet (database unavailable)');
-          refuse(client, cb, 3, 'sessions not loaded yet');
-          return;
+      const admit = (): void => {
+        if (sessions !== undefined) {
+          // A stored session is its user's: another user may neither resume it nor wipe it with a clean one.
+          const owner = sessions.owner(client.id);
+          if (typeof owner === 'string' && owner !== (r.username || null)) {
+            bump(this.stats.connectsRefused, 'UNS_ERR_CLIENT_ID_REJECTED');
+            this.log.warn({ clientId: client.id, username: r.username, holder: owner }, 'client id of another user\'s session refused');
+            refuse(client, cb, 2, 'client id holds another principal\'s session');
+            return;
+          }
         }
-        // A stored session is its user's: another user may neither resume it nor wipe it with a clean one.
-        const owner = sessions.owner(client.id);
-        if (typeof owner === 'string' && owner !== (r.username || null)) {
-          bump(this.stats.connectsRefused, 'UNS_ERR_CLIENT_ID_REJECTED');
-          this.log.warn({ clientId: client.id, username: r.username, holder: owner }, 'client id of another user\'s session refused');
-          refuse(client, cb, 2, 'client id holds another principal\'s session');
-          return;
-        }
+        client.uns = r;
+        client.unsConn = ++this.connections;
+        client.unsSent = 0;
+        this.stats.connectsAccepted++;
+        cb(null, true);
+      };
+      // Persistent sessions are read from the database at start-up; until then one cannot be resumed.
+      if (sessions !== undefined && !client.clean && !sessions.ready) {
+        bump(this.stats.connectsRefused, 'UNS_ERR_UNAVAILABLE');
+        this.log.info({ clientId: client.id, username: r.username }, 'persistent session refused: sessions not loaded yet (database unavailable)');
+        refuse(client, cb, 3, 'sessions not loaded yet');
+        return;
       }
-      client.uns = r;
-      client.unsConn = ++this.connections;
-      client.unsSent = 0;
-      this.stats.connectsAccepted++;
-      cb(null, true);
+      const cluster = this.opts.cluster;
+      if (sessions === undefined || cluster === undefined || sessions.holds(client.id)) { admit(); return; }
+      takeOver(client.id, client.clean, sessions, cluster, this.log).then((why) => {
+        if (why === null) { admit(); return; }
+        bump(this.stats.connectsRefused, 'UNS_ERR_UNAVAILABLE');
+        this.log.info({ clientId: client.id, username: r.username, reason: why }, 'connection refused: its session cannot be taken over now');
+        refuse(client, cb, 3, why);
+      });
     }, (e: Error) => {
       this.log.error({ err: e.message }, 'authentication failed unexpectedly');
       refuse(client, cb, 5, 'authentication unavailable');
@@ -429,6 +507,7 @@ export class UnsBroker {
 
   private async closeOnce(): Promise<void> {
     // Stop accepting first; server.close() only completes once Aedes has closed the open connections.
+    if (this.orphanTimer !== null) clearInterval(this.orphanTimer);
     const tcpClosed = Promise.all([this.tcp, this.tls].map((srv) => (srv ? new Promise<void>((r) => srv.close(() => r())) : undefined)));
     for (const ws of this.wss.clients) ws.terminate();
     this.wss.close();
@@ -472,4 +551,36 @@ type ProxiedConn = Duplex & { unsAddress?: string; remoteAddress?: string };
 function addressOf(conn: unknown): string | null {
   const c = conn as ProxiedConn;
   return c.unsAddress ?? c.remoteAddress ?? null;
+}
+
+/**
+ * Cluster mode: before a client is admitted, the instance holding its persistent session (the database says
+ * which) lets go of it, so exactly one instance holds it; a persistent CONNECT then reads it here. Null when
+ * the client may proceed, else why not (CONNACK 3: retry): the holder is alive but cannot be asked (Redis
+ * away), or does not answer, or the database cannot be read for a persistent session. An instance no longer
+ * heard from holds nothing: what it wrote is in the database.
+ */
+async function takeOver(clientId: string, clean: boolean, sessions: SessionStore, bus: ClusterBus, log: Logger): Promise<string | null> {
+  let holder: string | null | undefined;
+  try {
+    holder = await sessions.ownerInstance(clientId);
+  } catch (e) {
+    // A clean session needs nothing from the database; a persistent one does.
+    return clean ? null : `sessions cannot be read: ${(e as Error).message}`;
+  }
+  if (holder !== undefined && holder !== null && holder !== bus.instanceId && bus.isLive(holder)) {
+    if (!bus.stats.connected) return 'the instance holding the session cannot be reached (Redis unavailable)';
+    const answered = bus.waitFor((f, origin) => f.k === 'released' && f.client === clientId && origin === holder, 5_000);
+    bus.send({ k: 'release', client: clientId, to: holder });
+    if ((await answered) === null) return `the instance holding the session (${holder}) did not let go of it`;
+    log.info({ clientId, from: holder }, 'persistent session taken over from another instance');
+  }
+  if (holder === undefined) return null;
+  // Read here even for a clean session, which then discards it (Aedes' clean-session path, in the database too).
+  try {
+    await sessions.adopt(clientId);
+  } catch (e) {
+    return `session cannot be read: ${(e as Error).message}`;
+  }
+  return null;
 }

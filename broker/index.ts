@@ -4,3 +4,4 @@ export { AccessControl, Permissions, type RoleMap } from '../src/core/index.js';
 export { guardFrames, FrameScanner } from './frame-guard.js';
 export { BrokerLink, ORIGIN_PROPERTY, type BrokerLinkOptions, type BrokerLinkStats } from './link.js';
 export { SessionStore, type SessionStoreOptions, type SessionStoreStats } from './session-store.js';
+export { ClusterBus, redact as redactRedisUrl, type ClusterFrame, type ClusterPacket, type ClusterStats, type ClusterPeer } from './cluster.js';

@@ -30,7 +30,7 @@ export interface SessionPacket {
 
 /** `stored`: a batch holding it has gone to the database (it may be there, so its removal is written too). */
 export interface QueueEntry { readonly seq: number; packet: SessionPacket; stored?: boolean }
-export interface SessionInfo { seenAt: number; username: string | null }
+export interface SessionInfo { seenAt: number; username: string | null; instance: string | null }
 
 export type Op =
   | { k: 'sub_put'; c: string; topic: string; sub: SessionSub; dead?: boolean }
@@ -89,11 +89,11 @@ export async function runGroup(db: pg.PoolClient, kind: OpKind, ops: readonly Op
       await db.query('DELETE FROM mqtt_session_incoming WHERE client_id = ANY($1::text[])', [col((o: Extract<Op, { k: 'in_clear' }>) => o.c)]);
       return;
     case 'seen':
-      await db.query(`INSERT INTO mqtt_sessions (client_id, seen_at, username)
-        SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])
-        ON CONFLICT (client_id) DO UPDATE SET seen_at = excluded.seen_at, username = excluded.username`, [
+      await db.query(`INSERT INTO mqtt_sessions (client_id, seen_at, username, instance)
+        SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
+        ON CONFLICT (client_id) DO UPDATE SET seen_at = excluded.seen_at, username = excluded.username, instance = excluded.instance`, [
         col((o: Extract<Op, { k: 'seen' }>) => o.c), col((o: Extract<Op, { k: 'seen' }>) => new Date(o.s.seenAt)),
-        col((o: Extract<Op, { k: 'seen' }>) => o.s.username),
+        col((o: Extract<Op, { k: 'seen' }>) => o.s.username), col((o: Extract<Op, { k: 'seen' }>) => o.s.instance),
       ]);
       return;
     case 'session_del': {

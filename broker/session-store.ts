@@ -63,6 +63,8 @@ export interface SessionStoreOptions {
   readonly overflow: 'drop-new' | 'drop-old';
   /** A session not connected for this long is removed; 0: never. */
   readonly expiryMs: number;
+  /** Cluster mode: this instance's id (it holds the sessions recorded with it). */
+  readonly instanceId?: string | undefined;
   readonly now?: () => number;
 }
 
@@ -107,6 +109,8 @@ export class SessionStore extends EventEmitter {
   private seq = 0;
   /** Per client: packet ids of the PUBLISHes in its queue when a resuming session read it (sent before). */
   private readonly resending = new Map<string, Set<number>>();
+  /** Sessions handed over to another instance (cluster mode): their client's last events here are not recorded. */
+  private readonly releasedIds = new Set<string>();
   /** QoS 1 messages queued before their PUBACK, by payload (the Buffer Aedes' publish carries on), until Aedes queues them. */
   private readonly queuedEarly = new WeakMap<Buffer, { topic: string; clients: Set<string>; entries: Array<[string, QueueEntry]> }>();
 
@@ -145,7 +149,8 @@ export class SessionStore extends EventEmitter {
   /** A persistent session's client connected or disconnected: it is alive now (its expiry counts from here). */
   seen(clientId: string, username: string | null): void {
     const s = this.sessions.get(clientId);
-    const info = { seenAt: this.now(), username };
+    if (this.releasedIds.has(clientId)) return; // its disconnect, after another instance took it over
+    const info = { seenAt: this.now(), username, instance: this.opts.instanceId ?? null };
     if (s === undefined) this.sessions.set(clientId, info);
     else Object.assign(s, info);
     const live = this.pendingSeen.get(clientId);
@@ -450,58 +455,10 @@ export class SessionStore extends EventEmitter {
       await this.flushNow();
       if (this.stats.failingSince !== null) throw new Error(this.stats.lastError ?? 'database unavailable');
       const skip = (c: string): boolean => this.discardedEarly.has(c);
-      // One snapshot for every table; the queue read in pages (it may hold millions of messages).
-      const db = await this.opts.pool.connect();
-      try {
-        await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        const sessions = await db.query<{ client_id: string; seen_at: Date; username: string | null }>('SELECT client_id, seen_at, username FROM mqtt_sessions');
-        for (const r of sessions.rows) {
-          if (!skip(r.client_id) && !this.sessions.has(r.client_id)) this.sessions.set(r.client_id, { seenAt: r.seen_at.getTime(), username: r.username });
-        }
-        const subs = await db.query<{ client_id: string; topic: string; qos: number; options: Omit<SessionSub, 'qos'> }>('SELECT client_id, topic, qos, options FROM mqtt_session_subs');
-        for (const r of subs.rows) {
-          if (skip(r.client_id)) continue;
-          let m = this.subs.get(r.client_id);
-          if (m === undefined) { m = new Map(); this.subs.set(r.client_id, m); }
-          const sub: SessionSub = { qos: r.qos, ...r.options };
-          m.set(r.topic, sub);
-          if (sub.qos > 0) this.trie.add(r.topic, { clientId: r.client_id, topic: r.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as TopicSub);
-          this.touchLoaded(r.client_id);
-        }
-        const seqMax = await db.query<{ m: string | null }>('SELECT max(seq)::text AS m FROM mqtt_session_queue');
-        this.seq = Math.max(this.seq, Number(seqMax.rows[0]?.m ?? 0));
-        let after: [string, string] | null = null;
-        for (;;) {
-          const page: pg.QueryResult<{ client_id: string; seq_text: string; packet: string; payload: Buffer | null }> = await db.query(
-            `SELECT q.client_id, q.seq::text AS seq_text, q.packet::text AS packet, q.payload FROM mqtt_session_queue q
-             ${after === null ? '' : 'WHERE (q.client_id, q.seq) > ($2, $3::bigint)'} ORDER BY q.client_id, q.seq LIMIT $1`,
-            after === null ? [LOAD_PAGE] : [LOAD_PAGE, after[0], after[1]]);
-          for (const r of page.rows) {
-            if (skip(r.client_id)) continue;
-            let q = this.outgoing.get(r.client_id);
-            if (q === undefined) { q = []; this.outgoing.set(r.client_id, q); }
-            q.push({ seq: Number(r.seq_text), packet: decodePacket(r.packet, r.payload), stored: true });
-            this.stats.queued++;
-            this.touchLoaded(r.client_id);
-          }
-          if (page.rows.length < LOAD_PAGE) break;
-          const last = page.rows[page.rows.length - 1]!;
-          after = [last.client_id, last.seq_text];
-        }
-        const incoming = await db.query<{ client_id: string; message_id: number; packet: string; payload: Buffer | null }>(
-          'SELECT client_id, message_id, packet::text AS packet, payload FROM mqtt_session_incoming');
-        for (const r of incoming.rows) {
-          if (skip(r.client_id)) continue;
-          let m = this.incoming.get(r.client_id);
-          if (m === undefined) { m = new Map(); this.incoming.set(r.client_id, m); }
-          m.set(r.message_id, decodePacket(r.packet, r.payload));
-        }
-        await db.query('COMMIT');
-        db.release();
-      } catch (e) {
-        db.release(true);
-        throw e;
-      }
+      // In a cluster each instance holds the sessions last connected to it; the others are taken over
+      // when their clients connect here (adopt) or when their instance is gone (adoptInstance).
+      const mine = this.opts.instanceId === undefined ? null : this.opts.instanceId;
+      await this.readInto(mine === null ? 'true' : 'client_id IN (SELECT client_id FROM mqtt_sessions WHERE instance = $1)', mine === null ? [] : [mine], skip);
       this.discardedEarly.clear();
       this.state = 'loaded';
       this.stats.loaded = true;
@@ -519,6 +476,134 @@ export class SessionStore extends EventEmitter {
     }
   }
 
+  /**
+   * Reads the sessions of the clients `where` selects (a condition on client_id) into memory, in one
+   * snapshot; the queue in pages (it may hold millions of messages).
+   */
+  private async readInto(where: string, params: readonly unknown[], skip: (c: string) => boolean): Promise<void> {
+    const db = await this.opts.pool.connect();
+    try {
+      await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const sessions = await db.query<{ client_id: string; seen_at: Date; username: string | null; instance: string | null }>(
+        `SELECT client_id, seen_at, username, instance FROM mqtt_sessions WHERE ${where}`, [...params]);
+      for (const r of sessions.rows) {
+        if (!skip(r.client_id) && !this.sessions.has(r.client_id)) this.sessions.set(r.client_id, { seenAt: r.seen_at.getTime(), username: r.username, instance: r.instance });
+      }
+      const subs = await db.query<{ client_id: string; topic: string; qos: number; options: Omit<SessionSub, 'qos'> }>(
+        `SELECT client_id, topic, qos, options FROM mqtt_session_subs WHERE ${where}`, [...params]);
+      for (const r of subs.rows) {
+        if (skip(r.client_id)) continue;
+        let m = this.subs.get(r.client_id);
+        if (m === undefined) { m = new Map(); this.subs.set(r.client_id, m); }
+        const sub: SessionSub = { qos: r.qos, ...r.options };
+        m.set(r.topic, sub);
+        if (sub.qos > 0) this.trie.add(r.topic, { clientId: r.client_id, topic: r.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as TopicSub);
+        this.touchLoaded(r.client_id);
+      }
+      // Sequence numbers are shared by all instances of a cluster: continue after the highest anywhere.
+      const seqMax = await db.query<{ m: string | null }>('SELECT max(seq)::text AS m FROM mqtt_session_queue');
+      this.seq = Math.max(this.seq, Number(seqMax.rows[0]?.m ?? 0));
+      const n = params.length;
+      let after: [string, string] | null = null;
+      for (;;) {
+        const page: pg.QueryResult<{ client_id: string; seq_text: string; packet: string; payload: Buffer | null }> = await db.query(
+          `SELECT client_id, seq::text AS seq_text, packet::text AS packet, payload FROM mqtt_session_queue
+           WHERE (${where}) ${after === null ? '' : `AND (client_id, seq) > ($${n + 2}, $${n + 3}::bigint)`}
+           ORDER BY client_id, seq LIMIT $${n + 1}`,
+          after === null ? [...params, LOAD_PAGE] : [...params, LOAD_PAGE, after[0], after[1]]);
+        for (const r of page.rows) {
+          if (skip(r.client_id)) continue;
+          let q = this.outgoing.get(r.client_id);
+          if (q === undefined) { q = []; this.outgoing.set(r.client_id, q); }
+          q.push({ seq: Number(r.seq_text), packet: decodePacket(r.packet, r.payload), stored: true });
+          this.stats.queued++;
+          this.touchLoaded(r.client_id);
+        }
+        if (page.rows.length < LOAD_PAGE) break;
+        const last = page.rows[page.rows.length - 1]!;
+        after = [last.client_id, last.seq_text];
+      }
+      const incoming = await db.query<{ client_id: string; message_id: number; packet: string; payload: Buffer | null }>(
+        `SELECT client_id, message_id, packet::text AS packet, payload FROM mqtt_session_incoming WHERE ${where}`, [...params]);
+      for (const r of incoming.rows) {
+        if (skip(r.client_id)) continue;
+        let m = this.incoming.get(r.client_id);
+        if (m === undefined) { m = new Map(); this.incoming.set(r.client_id, m); }
+        m.set(r.message_id, decodePacket(r.packet, r.payload));
+      }
+      await db.query('COMMIT');
+      db.release();
+    } catch (e) {
+      db.release(true);
+      throw e;
+    }
+  }
+
+  // ---- cluster mode: sessions move with their clients ----
+
+  /** Whether this instance holds the client's session in memory. */
+  holds(clientId: string): boolean {
+    return this.sessions.has(clientId);
+  }
+
+  /** The instance the database says holds a session (null: none recorded), or undefined when there is no session. */
+  async ownerInstance(clientId: string): Promise<string | null | undefined> {
+    const r = await this.opts.pool.query<{ instance: string | null }>('SELECT instance FROM mqtt_sessions WHERE client_id = $1', [clientId]);
+    return r.rows.length === 0 ? undefined : r.rows[0]!.instance;
+  }
+
+  /**
+   * Lets go of a session another instance takes over: its changes written, then forgotten here (what is
+   * published here for it from now on reaches it through the instance that holds it).
+   */
+  async release(clientId: string): Promise<void> {
+    this.forget(clientId);
+    this.releasedIds.add(clientId);
+    await this.flushNow();
+  }
+
+  /** Takes over a session from the database (its client connected here). */
+  async adopt(clientId: string): Promise<void> {
+    this.releasedIds.delete(clientId);
+    if (this.sessions.has(clientId)) return;
+    await this.readInto('client_id = $1', [clientId], () => false);
+    this.seen(clientId, this.sessions.get(clientId)?.username ?? null);
+  }
+
+  /** Takes over every session of an instance that is gone (so messages keep being queued for them). */
+  async adoptInstance(instance: string): Promise<number> {
+    const me = this.opts.instanceId;
+    if (me === undefined || this.state !== 'loaded') return 0;
+    const moved = await this.opts.pool.query<{ client_id: string }>(
+      'UPDATE mqtt_sessions SET instance = $1 WHERE instance = $2 RETURNING client_id', [me, instance]);
+    if (moved.rows.length === 0) return 0;
+    const ids = moved.rows.map((r) => r.client_id);
+    for (const id of ids) this.releasedIds.delete(id);
+    const held = new Set(ids.filter((id) => this.sessions.has(id)));
+    await this.readInto('client_id = ANY($1::text[])', [ids], (c) => held.has(c));
+    for (const id of ids) { const s = this.sessions.get(id); if (s !== undefined) s.instance = me; }
+    this.opts.log.info({ instance, sessions: ids.length }, 'took over the persistent sessions of an instance that is gone');
+    return ids.length;
+  }
+
+  /** The instances the database says hold sessions. */
+  async instancesHolding(): Promise<string[]> {
+    const r = await this.opts.pool.query<{ instance: string }>('SELECT DISTINCT instance FROM mqtt_sessions WHERE instance IS NOT NULL');
+    return r.rows.map((x) => x.instance);
+  }
+
+  /** Removes a session from memory only (its rows stay). */
+  private forget(c: string): void {
+    const subs = this.subs.get(c);
+    if (subs !== undefined) for (const [topic, sub] of subs) if (sub.qos > 0) this.trie.remove(topic, { clientId: c, topic });
+    this.subs.delete(c);
+    this.stats.queued -= this.outgoing.get(c)?.length ?? 0;
+    this.outgoing.delete(c);
+    this.incoming.delete(c);
+    this.resending.delete(c);
+    this.sessions.delete(c);
+  }
+
   /** Removes the sessions whose client has not been connected for the expiry. */
   sweep(): void {
     if (this.opts.expiryMs <= 0 || this.state !== 'loaded') return;
@@ -526,15 +611,8 @@ export class SessionStore extends EventEmitter {
     const clients = this.broker?.clients ?? {};
     for (const [c, s] of this.sessions) {
       if (s.seenAt >= cutoff || clients[c] !== undefined) continue;
-      const subs = this.subs.get(c);
-      if (subs !== undefined) for (const [topic, sub] of subs) if (sub.qos > 0) this.trie.remove(topic, { clientId: c, topic });
-      this.subs.delete(c);
-      this.stats.queued -= this.outgoing.get(c)?.length ?? 0;
       for (const e of this.outgoing.get(c) ?? []) { const op = this.pendingOut.get(e); if (op !== undefined) { op.dead = true; this.pendingOut.delete(e); } }
-      this.outgoing.delete(c);
-      this.incoming.delete(c);
-      this.resending.delete(c);
-      this.sessions.delete(c);
+      this.forget(c);
       this.stats.expired++;
       this.push({ k: 'session_del', c });
       this.opts.log.info({ clientId: c, lastSeen: new Date(s.seenAt).toISOString() }, 'MQTT session expired');
@@ -596,7 +674,7 @@ export class SessionStore extends EventEmitter {
 
   /** Rows of a client with no session row (written before sessions were tracked): its clock starts now. */
   private touchLoaded(clientId: string): void {
-    if (!this.sessions.has(clientId)) this.sessions.set(clientId, { seenAt: this.now(), username: null });
+    if (!this.sessions.has(clientId)) this.sessions.set(clientId, { seenAt: this.now(), username: null, instance: this.opts.instanceId ?? null });
   }
 
   // ---- the journal ----

@@ -17,7 +17,7 @@ import { schemasDir, packageVersion } from './core/index.js';
 import { hashPassword } from './core/index.js';
 import { parseDuration } from './core/index.js';
 import { UnsError } from './core/index.js';
-import { UnsBroker, BrokerLink, SessionStore, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
+import { UnsBroker, BrokerLink, SessionStore, ClusterBus, redactRedisUrl, type ClusterFrame, Authenticator, AccessControl, type UserRecord } from '../broker/index.js';
 import { Pipeline, SparkplugDecoder, PgStore, Spool, StoreWriter, SupervisedPostgres, liveSink, rulesSink, sessionEventsSink, SparkplugHost, SparkplugMapper, republishSink } from '../bridge/index.js';
 import { createApp, ApiAuth, RequestValidator, loadOpenApi, Metrics, createStreamServer, httpPublisher, readinessReport, type ReadinessReport, type ApiDeps } from './api/index.js';
 import { ApiTokenStore } from '../bridge/index.js';
@@ -203,16 +203,25 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const auth = new Authenticator({ users: () => users, anonymousRole: namespace.anonymousRole, acl, verifyJwt });
   // External-broker mode: no broker here; the link to the plant's broker is made once everything that
   // handles messages is in place (below, where the embedded broker would start listening).
+  // Cluster mode: the other instances of this namespace, over Redis; this one named as in external-broker mode.
+  const me = instanceId(config.dataDir, hostname());
+  let clientsHere = (): number => 0;
+  const cluster = config.cluster.url === null ? null : new ClusterBus({
+    url: config.cluster.url, instanceId: me, channel: config.cluster.channel, log: log.child({ component: 'cluster' }), clients: () => clientsHere(),
+  });
+  if (cluster !== null) undo.push(() => cluster.close());
   // Persistent MQTT sessions live in the store's database, read once it is open (below).
   const sessions = config.link.url !== null ? null : new SessionStore({
     pool: store.pool, log: log.child({ component: 'sessions' }), queueMax: config.mqtt.sessionQueueMax,
     overflow: config.mqtt.sessionQueueOverflow, expiryMs: config.mqtt.sessionExpiryS * 1_000,
+    ...(cluster !== null ? { instanceId: me } : {}),
   });
   const broker = config.link.url !== null ? null : await UnsBroker.create({
     limits: config.mqtt, auth, ingest: pipeline.ingest, log: log.child({ component: 'broker' }),
-    ...(sessions !== null ? { sessions } : {}),
+    ...(sessions !== null ? { sessions } : {}), ...(cluster !== null ? { cluster } : {}),
     connectionClosed: (conn, at) => pipeline.connectionClosed(conn, at),
   });
+  if (broker !== null) clientsHere = () => broker.connectedClients;
   let link: BrokerLink | null = null;
   // What the server publishes (HTTP publish, Sparkplug STATE and commands, republished metrics).
   const publishOut = (topic: string, payload: Buffer, retain: boolean, qos: 0 | 1 = 1): Promise<void> => {
@@ -278,12 +287,21 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
       return { loaded: st.loaded, count: st.sessions, queued: st.queued, unsaved: st.unsaved, failingSince: st.failingSince, lastError: st.lastError, loadMs: st.loadMs };
     })(),
     embedded: pgProcess ? { state: pgProcess.state, pid: pgProcess.pid, restarts: pgProcess.restarts, lastError: pgProcess.lastError } : null,
+    cluster: cluster === null ? null : {
+      instance: me, redis: redactRedisUrl(config.cluster.url ?? ''), connected: cluster.stats.connected, downSince: cluster.stats.downSince,
+      lastError: cluster.stats.lastError, peers: cluster.livePeers(), dropped: cluster.stats.dropped,
+    },
   });
 
   // Events for webhooks and rules: producers emit here, consumers subscribe (wired below).
   const events = new EventBus();
   const hub = new LiveHub();
   pipeline.addSink(liveSink(hub));
+  if (cluster !== null) {
+    // The streams of every instance show every accepted message, wherever it came in.
+    pipeline.addSink({ name: 'cluster', when: 'accepted', accept: (m) => { cluster.send({ k: 'm', msg: m }); } });
+    cluster.on('frame', (f: ClusterFrame) => { if (f.k === 'm') hub.publish(f.msg); });
+  }
   // Threshold rules: judged in memory on every durable message; state is written before events go out.
   // Loaded once the database is open (not before: a crossing is never judged without its stored state).
   const rules = new RuleService({
@@ -327,7 +345,8 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     duplicatesDropped: () => pipeline.stats.duplicatesDropped, mqttClients: () => broker?.connectedClients ?? 0,
     committedRows: () => writer.stats.committedRows,
     sparkplug: () => ({ ...host.stats, nodesOnline: sparkplug.sessions().filter((n) => n.online).length }),
-    ...(broker !== null ? { broker: () => broker.stats } : {}), ...(sessions !== null ? { sessions: () => sessions.snapshot() } : {}), link: () => link?.stats ?? null, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
+    ...(broker !== null ? { broker: () => broker.stats } : {}), ...(sessions !== null ? { sessions: () => sessions.snapshot() } : {}),
+    ...(cluster !== null ? { cluster: () => ({ ...cluster.stats, peers: cluster.livePeers().length }) } : {}), link: () => link?.stats ?? null, tlsCertificate: () => tls?.summary ?? null, samples: () => store.sampleStats, webhooks: () => webhooks.dispatcher.stats, rules: () => rules.engine.stats, version: packageVersion(),
     store: () => {
       const w = writer.stats;
       return { degraded: w.state !== 'healthy', holding: w.holding !== null, outages: w.outages, holds: w.holds, refused: w.storeRejected,

@@ -26,6 +26,8 @@ export interface MetricSources {
   /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
   link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
     publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number; throttled: number } | null;
+  /** Cluster mode (ClusterStats, with the number of live peers). */
+  cluster?(): { connected: boolean; framesOut: number; framesIn: number; dropped: number; publishes: number; peers: number };
   /** Persistent MQTT sessions (SessionStoreStats), embedded broker only. */
   sessions?(): { loaded: boolean; sessions: number; queued: number; dropped: number; expired: number; unsaved: number; failingSince: number | null };
   /** Committed samples that met a stored one of the same topic and time. */
@@ -116,6 +118,15 @@ export class Metrics {
       counterFrom('uns_mqtt_sent_bytes_total', 'Payload bytes of the MQTT deliveries.', () => b().bytesOut);
       counterFrom('uns_mqtt_proxy_headers_refused_total', 'MQTT connections refused for a missing or malformed PROXY protocol header.', () => b().proxyHeadersRefused);
       counterFrom('uns_mqtt_tls_handshake_failures_total', 'MQTT over TLS handshakes that failed (no or unverified client certificate, plain MQTT on the TLS port).', () => b().tlsHandshakeFailures);
+    }
+    const cluster = src.cluster;
+    if (cluster) {
+      gaugeFrom('uns_cluster_redis_up', 'Cluster mode: 1 while connected to Redis.', () => (cluster().connected ? 1 : 0));
+      gaugeFrom('uns_cluster_peers', 'Cluster mode: other instances heard from in the last 5 s.', () => cluster().peers);
+      counterFrom('uns_cluster_frames_sent_total', 'Cluster mode: publishes, stream messages and control frames sent to the other instances.', () => cluster().framesOut);
+      counterFrom('uns_cluster_frames_received_total', 'Cluster mode: frames received from the other instances.', () => cluster().framesIn);
+      counterFrom('uns_cluster_frames_dropped_total', 'Cluster mode: publishes and stream messages not sent to the other instances while Redis was away (they are in the store).', () => cluster().dropped);
+      counterFrom('uns_cluster_redis_publishes_total', 'Cluster mode: Redis PUBLISH commands (one per batch of frames).', () => cluster().publishes);
     }
     const sessions = src.sessions;
     if (sessions) {

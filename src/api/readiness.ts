@@ -16,6 +16,11 @@ export interface ReadinessParts {
   } | null;
   /** Persistent MQTT sessions (embedded broker): loaded yet, and whether changes are being written. */
   readonly sessions?: { readonly loaded: boolean; readonly count: number; readonly queued: number; readonly unsaved: number; readonly failingSince: number | null; readonly lastError: string | null; readonly loadMs: number | null } | null;
+  /** Cluster mode: this instance, Redis, and the other instances heard from. */
+  readonly cluster?: {
+    readonly instance: string; readonly redis: string; readonly connected: boolean; readonly downSince: number | null; readonly lastError: string | null;
+    readonly peers: ReadonlyArray<{ readonly id: string; readonly clients: number; readonly lastSeen: number }>; readonly dropped: number;
+  } | null;
   readonly embedded: { readonly state: string; readonly pid: number | null; readonly restarts: number; readonly lastError: string | null } | null;
   readonly stopping: boolean;
   /** Users that can authenticate; a warning when there are none (and no anonymous role): everyone is locked out. */
@@ -27,7 +32,8 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 export function readinessReport(p: ReadinessParts): ReadinessReport {
   const w = p.writer;
   const linkDown = p.link !== undefined && p.link !== null && !p.link.connected;
-  const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running') || linkDown;
+  const clusterDown = p.cluster !== undefined && p.cluster !== null && !p.cluster.connected;
+  const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running') || linkDown || clusterDown;
   return {
     ready: !degraded && !p.stopping,
     status: p.stopping ? 'stopping' : degraded ? 'degraded' : 'ready',
@@ -42,6 +48,11 @@ export function readinessReport(p: ReadinessParts): ReadinessReport {
         replay: w.replay === null ? null : { done: w.replay.done, total: w.replay.total, since: iso(w.replay.startedAt) },
       },
       broker: p.broker,
+      ...(p.cluster ? { cluster: {
+        instance: p.cluster.instance, redis: p.cluster.redis, connected: p.cluster.connected,
+        downSince: p.cluster.downSince === null ? null : iso(p.cluster.downSince), lastError: p.cluster.connected ? null : p.cluster.lastError,
+        dropped: p.cluster.dropped, peers: p.cluster.peers.map((x) => ({ id: x.id, clients: x.clients, lastSeen: iso(x.lastSeen) })),
+      } } : {}),
       ...(p.sessions ? { sessions: { ...p.sessions, failingSince: p.sessions.failingSince === null ? null : iso(p.sessions.failingSince) } } : {}),
       ...(p.link ? { link: { ...p.link, lastError: p.link.connected ? null : p.link.lastError } } : {}),
       backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },

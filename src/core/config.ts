@@ -56,6 +56,8 @@ export interface Config {
     readonly sessionExpiryS: number; readonly receiveMaximum: number; readonly keepaliveS: number;
     readonly rejectedPrefix: string;
   };
+  /** Cluster mode: several instances of one namespace, over Redis (null url: one instance). */
+  readonly cluster: { readonly url: string | null; readonly channel: string };
   readonly database: {
     readonly url: string | null; readonly poolSize: number; readonly statementTimeoutMs: number;
     readonly timescale: 'auto' | 'on' | 'off'; readonly compressAfter: string;
@@ -131,6 +133,7 @@ export const DEFAULTS: Config = {
     url: null, username: null, password: null, caPath: null, clientId: null, group: 'uns-bridge', filters: '',
     sessionExpiryS: 7 * 86_400, receiveMaximum: 5_000, keepaliveS: 30, rejectedPrefix: '$uns/rejected/',
   },
+  cluster: { url: null, channel: 'uns-bridge' },
   database: { url: null, poolSize: 6, statementTimeoutMs: 10_000, timescale: 'auto', compressAfter: '7d' },
   store: { batchMaxItems: 2_000, batchMaxDelayMs: 4, maxConcurrentFlushes: 2, highWaterItems: 20_000, lowWaterItems: 10_000,
     spoolMaxBytes: 1_073_741_824, probeIntervalMs: 1_000, healthIntervalMs: 2_000, dupWindowMs: 600_000, resendLagMs: 120_000, retentionIntervalMs: 3_600_000 },
@@ -176,6 +179,8 @@ export const ENV_KEYS: ReadonlyArray<readonly [env: string, path: string, kind: 
   ['UNS_BROKER_CLIENT_ID', 'link.clientId', 'nullable-string'],
   ['UNS_BROKER_GROUP', 'link.group', 'string'],
   ['UNS_BROKER_FILTERS', 'link.filters', 'string'],
+  ['UNS_CLUSTER', 'cluster.url', 'nullable-string'],
+  ['UNS_CLUSTER_CHANNEL', 'cluster.channel', 'string'],
   ['DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_DATABASE_URL', 'database.url', 'nullable-string'],
   ['UNS_TIMESCALE', 'database.timescale', 'string'],
@@ -317,6 +322,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Obj 
   if (t.certPath === null && t.mqttPlain === 'off') fail('UNS_MQTT_PLAIN', 'off', 'needs UNS_TLS_CERT_PATH and UNS_TLS_KEY_PATH (no MQTT listener would be left)');
   if (t.clientCerts !== 'off' && (t.certPath === null || t.caPath === null)) {
     fail('UNS_TLS_CLIENT_CERTS', t.clientCerts, 'needs UNS_TLS_CERT_PATH, UNS_TLS_KEY_PATH and UNS_TLS_CA_PATH (the CA client certificates must chain to)');
+  }
+  if (c.cluster.url !== null && c.link.url !== null) {
+    fail('UNS_CLUSTER', c.cluster.url.replace(/\/\/[^@/]*@/, '//***@'), 'not with UNS_BROKER_URL: with an external broker, instances share the load through its shared subscriptions');
   }
   return deepFreeze({ ...c, dataDir: resolve(c.dataDir), topicsFile: resolve(c.topicsFile) });
 }

@@ -2,13 +2,11 @@
  * A throwaway Mosquitto (Debian's `mosquitto`, UNS_TEST_MOSQUITTO to override) on 127.0.0.1 and a free
  * port, for external-broker mode. Tests may stop and start it to simulate an outage; it is ended by PID.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort } from './postgres.js';
-import { waitFor } from './server.js';
+import { startListening, TempDaemon } from './daemon.js';
 
 export function findMosquitto(): string {
   const bin = process.env['UNS_TEST_MOSQUITTO'] ?? '/usr/sbin/mosquitto';
@@ -16,19 +14,13 @@ export function findMosquitto(): string {
   return bin;
 }
 
-export class TestMosquitto {
-  readonly dir: string;
-  port = 0;
-  private proc: ChildProcess | null = null;
-  private out = '';
-
+export class TestMosquitto extends TempDaemon {
   /**
    * `users`: name -> password; with any, anonymous access is off. `tls`: PEM files for the listener, which
    * then speaks MQTT over TLS only.
    */
   constructor(private readonly users: Readonly<Record<string, string>> = {}, private readonly tls: { certfile: string; keyfile: string } | null = null) {
-    this.dir = mkdtempSync(join(tmpdir(), 'uns-test-mosquitto-'));
-    chmodSync(this.dir, 0o755);
+    super('uns-test-mosquitto-');
   }
 
   get url(): string {
@@ -62,32 +54,6 @@ export class TestMosquitto {
     const conf = join(this.dir, 'mosquitto.conf');
     writeFileSync(conf, `${lines.join('\n')}\n`);
     chmodSync(conf, 0o644);
-    const proc = spawn(findMosquitto(), ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-    proc.stdout?.on('data', (b: Buffer) => { this.out += b.toString(); });
-    proc.stderr?.on('data', (b: Buffer) => { this.out += b.toString(); });
-    this.proc = proc;
-    let exited = false;
-    proc.once('exit', () => { exited = true; });
-    await waitFor(async () => {
-      if (exited) throw new Error(`mosquitto exited at start-up:\n${this.out}`);
-      return new Promise<boolean>((res) => {
-        const s = connect(this.port, '127.0.0.1', () => { s.destroy(); res(true); });
-        s.once('error', () => res(false));
-      });
-    }, 10_000, 'mosquitto to listen');
-  }
-
-  async stop(): Promise<void> {
-    const p = this.proc;
-    this.proc = null;
-    if (p === null || p.exitCode !== null) return;
-    const gone = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill('SIGTERM');
-    await gone;
-  }
-
-  async destroy(): Promise<void> {
-    await this.stop();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.proc = await startListening('mosquitto', findMosquitto(), ['-c', conf], this.port);
   }
 }

@@ -252,13 +252,16 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'mqtt sessions',
     sql: `
       -- Persistent MQTT sessions (clean=false) of the embedded broker: when each was last connected (expiry
-      -- counts from there) and by whom, its subscriptions, its queue (offline messages and messages in flight,
-      -- in order of seq) and its QoS 2 receive state. Packet fields are JSON, payloads apart.
+      -- counts from there), by whom and on which instance (cluster mode: the one that holds it), its
+      -- subscriptions, its queue (offline messages and messages in flight, in order of seq) and its QoS 2
+      -- receive state. Packet fields are JSON, payloads apart.
       CREATE TABLE mqtt_sessions (
         client_id  text PRIMARY KEY,
         seen_at    timestamptz NOT NULL,
-        username   text
+        username   text,
+        instance   text
       );
+      CREATE INDEX mqtt_sessions_instance ON mqtt_sessions (instance);
       CREATE TABLE mqtt_session_subs (
         client_id  text NOT NULL,
         topic      text NOT NULL,
