@@ -77,6 +77,7 @@ export class ClusterBus extends EventEmitter {
   private pubReady = false;
   private subReady = false;
   private closed = false;
+  private everUp = false;
   private readonly peerTimeoutMs: number;
 
   constructor(private readonly opts: ClusterOptions) {
@@ -208,12 +209,15 @@ export class ClusterBus extends EventEmitter {
     if (up === this.stats.connected) return;
     this.stats.connected = up;
     if (up) {
-      this.opts.log.info({ redis: redact(this.opts.url), since: this.stats.downSince === null ? null : new Date(this.stats.downSince).toISOString() }, 'cluster: connected to Redis');
+      const downSince = this.everUp && this.stats.downSince !== null ? new Date(this.stats.downSince).toISOString() : undefined;
+      this.everUp = true;
+      this.opts.log.info({ redis: redact(this.opts.url), ...(downSince !== undefined ? { downSince } : {}) }, 'cluster: connected to Redis');
       this.stats.downSince = null;
       this.stats.lastError = null;
       this.send({ k: 'hb', clients: this.opts.clients() });
     } else if (!this.closed) {
       this.stats.downSince = Date.now();
+      this.stats.lastError ??= 'connection closed';
       this.opts.log.warn({ redis: redact(this.opts.url), err: this.stats.lastError }, 'cluster: Redis lost; local delivery goes on, the other instances miss what is published here until it returns');
     }
     this.emit('state', up);
