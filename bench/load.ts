@@ -35,6 +35,9 @@ export interface LoadConfig {
   readonly rate: number;
   readonly subscribe: boolean;
   readonly drainTimeoutS: number;
+  /** Cluster runs: publishers go round-robin to these ports (else `port`), the subscriber to `subscriberPort`. */
+  readonly publisherPorts?: readonly number[];
+  readonly subscriberPort?: number;
   /**
    * The payload's value is its send time (epoch ms, 3 decimals) instead of a sensor-like reading, so a
    * consumer that only sees the value (the WebSocket stream sends the timestamp at ms precision) can
@@ -124,7 +127,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
       this.topics = topicsFor(index, cfg.topicsPerPublisher).map((t) => Buffer.from(t, 'utf8'));
       this.values = this.topics.map((_, j) => 20 + ((index * 7 + j * 13) % 60));
       this.client = new LiteClient(
-        { host: cfg.host, port: cfg.port, clientId: `bench-pub-${index}`, username: cfg.username, password: cfg.password, keepaliveS: 60 },
+        { host: cfg.host, port: cfg.publisherPorts?.[index % cfg.publisherPorts.length] ?? cfg.port, clientId: `bench-pub-${index}`, username: cfg.username, password: cfg.password, keepaliveS: 60 },
         { onPuback: (id) => this.onPuback(id), onClose: (e) => noteError(`publisher ${index} connection closed${e ? `: ${e.message}` : ''}`) },
       );
     }
@@ -213,7 +216,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
 
   const subscriber = cfg.subscribe
     ? new LiteClient(
-      { host: cfg.host, port: cfg.port, clientId: 'bench-sub', username: cfg.username, password: cfg.password, keepaliveS: 60 },
+      { host: cfg.host, port: cfg.subscriberPort ?? cfg.port, clientId: 'bench-sub', username: cfg.username, password: cfg.password, keepaliveS: 60 },
       { onPublish: onDelivery, onClose: (e) => noteError(`subscriber connection closed${e ? `: ${e.message}` : ''}`) },
     )
     : null;

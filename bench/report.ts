@@ -37,6 +37,8 @@ export interface ScenarioResult {
   readonly ws?: WsFigures;
   /** soak only: the server's RSS every 30 s (MB), from the start of the measured window. */
   readonly rssEvery30s?: readonly number[];
+  /** cluster only: Redis' work for the run, and the second instance. */
+  readonly cluster?: { readonly redisCommands: number; readonly redisPublishes: number; readonly redisCpuPct: number; readonly secondRssMb: number };
 }
 
 export interface WsFigures extends Omit<WsLoadResult, 'event' | 'receivedPerClient'> {
@@ -185,6 +187,14 @@ export function notes(results: readonly ScenarioResult[]): string[] {
       const metricsPerS = r.persisted?.perS ?? null;
       bits.push(`  sparkplug: ${l.ackedPerS} DDATA msg/s acked x ${perMsg ?? '?'} metrics = ${metricsPerS ?? '-'} metrics/s decoded and stored` +
         (json && metricsPerS !== null ? `; ${(metricsPerS / json.load.ackedPerS).toFixed(2)}x uns-embedded's JSON msgs/s (${json.load.ackedPerS}) in this run` : ''));
+    }
+    if (r.cluster) {
+      const c = r.cluster;
+      const single = results.find((x) => x.id === 'uns-pg');
+      const per = l.totalSent > 0 ? c.redisCommands / l.totalSent : 0;
+      bits.push(`  cluster: 2 instances + Redis, publishers on both, the subscriber on the second (every message it gets from the first crossed Redis);` +
+        ` Redis ${c.redisCommands} commands (${fmt(per, 3)} per message; ${c.redisPublishes} PUBLISH batches), Redis CPU ${c.redisCpuPct}%; second instance RSS ${c.secondRssMb} MB` +
+        (single ? `; 1 instance (uns-pg) in this run: ${single.load.ackedPerS} msg/s, cluster ${fmt(l.ackedPerS / single.load.ackedPerS, 2)}x of it` : ''));
     }
     if (r.rssEvery30s && r.rssEvery30s.length > 0) {
       const t = r.rssEvery30s;

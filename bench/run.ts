@@ -27,6 +27,8 @@
  *   9. spool-drain    BENCH_SPOOL_SEGMENTS one-message spool segments (written with the server's Spool class) in
  *                     a server started with its database down; the database started: replay segments/s and
  *                     progress, drain time to /ready 200, server RSS, stored exactly once
+ *   4c. cluster       two uns-bridge instances in cluster mode on the uns-pg cluster and a throwaway redis-server:
+ *                     publishers split over both, the subscriber on the second; Redis commands per message
  *   9b. sessions      BENCH_SESSIONS persistent MQTT sessions (10,000) x BENCH_SESSION_QUEUED queued messages (100)
  *                     written into the session tables of a throwaway cluster: start-to-ready time and RSS against
  *                     a start with none, then BENCH_SESSION_DRAIN (100) of them reconnect and receive their queues
@@ -53,6 +55,8 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { TestPostgres, freePort } from '../test/helpers/postgres.js';
 import { TestMosquitto } from '../test/helpers/mosquitto.js';
+import { TestRedis } from '../test/helpers/redis.js';
+import { Redis } from 'ioredis';
 import {
   ProcessRegistry, MemorySampler, RssTrace, statusKb, postmasterPid, processTree, cpuSeconds, machineProcessSeconds, treeCpuSeconds,
   type Tracked,
@@ -70,7 +74,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST_BENCH = join(ROOT, 'dist', 'bench');
 const ADMIN = { username: 'admin', password: 'bench-admin-password' };
 
-const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'soak', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'sessions', 'bare-aedes-end'] as const;
+const SCENARIOS = ['bare-aedes', 'uns-pg', 'uns-embedded', 'sparkplug', 'external', 'uns-pg-rate', 'soak', 'ws-fanout', 'read-ts', 'read-pg', 'outage', 'spool-drain', 'sessions', 'cluster', 'bare-aedes-end'] as const;
 export type ScenarioId = (typeof SCENARIOS)[number];
 export type ReadId = 'read-ts' | 'read-pg';
 
@@ -417,6 +421,61 @@ async function soakScenario(): Promise<ScenarioResult> {
   }
 }
 
+/**
+ * Cluster mode: two instances on one database and a throwaway redis-server; publishers split over both,
+ * the subscriber on the second. Redis' commands and CPU over the run say what the cluster costs.
+ */
+async function clusterScenario(databaseUrl: string): Promise<ScenarioResult> {
+  const redis = new TestRedis();
+  await redis.start();
+  const r = new Redis(redis.url);
+  try {
+    const env = { UNS_CLUSTER: redis.url };
+    const a = await startUns('cluster-a', databaseUrl, env);
+    const b = await startUns('cluster-b', databaseUrl, env).catch(async (e: Error) => { await stopUns(a); throw e; });
+    const logs: ServerLog[] = [];
+    try {
+      const peers = async (port: number): Promise<number> => ((await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as { checks: { cluster?: { peers: unknown[] } } }).checks.cluster?.peers.length ?? 0;
+      const until = Date.now() + 15_000;
+      while ((await peers(a.httpPort)) < 1 || (await peers(b.httpPort)) < 1) {
+        if (Date.now() > until) throw new Error('the two instances did not hear each other within 15 s');
+        await sleep(200);
+      }
+      const stat = async (): Promise<{ commands: number; publishes: number; cpu: number }> => {
+        const info = await r.info('all');
+        const num = (k: string): number => Number(new RegExp(`^${k}:([0-9.]+)`, 'm').exec(info)?.[1] ?? 0);
+        const pubs = /^cmdstat_publish:calls=(\d+)/m.exec(info);
+        return { commands: num('total_commands_processed'), publishes: pubs ? Number(pubs[1]) : 0, cpu: num('used_cpu_sys') + num('used_cpu_user') };
+      };
+      const before = await stat();
+      const t0 = performance.now();
+      const res = await runLoad({
+        id: 'cluster', name: 'uns-bridge x2 + Redis (cluster mode)', port: a.mqttPort, serverPid: a.proc.pid, dbUrl: databaseUrl, rate: 0, auth: true,
+        load: { publisherPorts: [a.mqttPort, b.mqttPort], subscriberPort: b.mqttPort },
+        store: `${await describeStore(databaseUrl, a.timescale)}, shared by both instances`,
+        pgRoot: () => (testPg ? postmasterPid(join(testPg.dir, 'data')) : null),
+      });
+      const after = await stat();
+      const wallS = (performance.now() - t0) / 1000;
+      const secondRssMb = Math.round(statusKb(b.proc.pid, 'VmRSS') / 102.4) / 10;
+      logs.push(await stopUns(b), await stopUns(a));
+      const serverLog = logs.every((l) => l.clean) ? logs[1]! : logs.find((l) => !l.clean)!;
+      return {
+        ...res, serverLog,
+        cluster: {
+          redisCommands: after.commands - before.commands, redisPublishes: after.publishes - before.publishes,
+          redisCpuPct: Math.round(((after.cpu - before.cpu) / wallS) * 1000) / 10, secondRssMb,
+        },
+      };
+    } finally {
+      if (logs.length === 0) { await stopUns(b).catch(() => undefined); await stopUns(a).catch(() => undefined); }
+    }
+  } finally {
+    r.disconnect();
+    await redis.destroy();
+  }
+}
+
 /** External-broker mode: the load goes to Mosquitto; uns-bridge (embedded store) ingests from it. */
 async function externalScenario(): Promise<ScenarioResult> {
   const mosq = new TestMosquitto();
@@ -628,7 +687,7 @@ async function main(): Promise<void> {
   };
 
   await attempt('bare-aedes', results, () => bareScenario('bare-aedes'));
-  if (!exiting && (['uns-pg', 'uns-pg-rate', 'ws-fanout', 'read-ts'] as const).some((id) => settings.scenarios.has(id))) {
+  if (!exiting && (['uns-pg', 'cluster', 'uns-pg-rate', 'ws-fanout', 'read-ts'] as const).some((id) => settings.scenarios.has(id))) {
     testPg = await startCluster(true);
   }
   const pg1 = testPg;
@@ -652,6 +711,7 @@ async function main(): Promise<void> {
   }));
   await attempt('external', results, () => externalScenario());
   await attempt('soak', results, () => soakScenario());
+  if (pg1) await attempt('cluster', results, () => inDatabase(pg1, 'bench_cluster', (url) => clusterScenario(url)));
   if (pg1) await attempt('uns-pg-rate', results, () => inDatabase(pg1, 'bench_rate', (url) => unsScenario('uns-pg-rate', `uns-bridge + PostgreSQL at ${settings.rate}/s`, url, settings.rate)));
   if (pg1) await attempt('ws-fanout', results, () => inDatabase(pg1, 'bench_ws', (url) => wsScenario(url)));
   if (pg1) await attempt('read-ts', reads, () => inDatabase(pg1, 'bench_read', (url) => readScenario('read-ts', pg1, url)));
