@@ -15,6 +15,7 @@ import { TestPostgres, query } from '../helpers/postgres.js';
 import { TestRedis } from '../helpers/redis.js';
 import { spawnServer, type ChildServer } from '../helpers/child-server.js';
 import { SseStream } from '../helpers/sse.js';
+import { startReceiver } from '../helpers/webhook-receiver.js';
 import { ADMIN, testConfig, startTestServer, connect, publish, waitFor, roleToken } from '../helpers/server.js';
 import type { RunningServer } from '../../src/main.js';
 
@@ -53,11 +54,11 @@ describe('cluster mode (Redis)', function () {
     return d;
   };
   /** Two instances on the same database and Redis, each knowing the other. */
-  const pair = async (db: string): Promise<[RunningServer, RunningServer]> => {
+  const pair = async (db: string, over: Record<string, unknown> = {}): Promise<[RunningServer, RunningServer]> => {
     url = await pgs.createDatabase(db);
-    const a = await startTestServer(testConfig(url, { cluster: { url: redis.url } }, dataDir()));
+    const a = await startTestServer(testConfig(url, { cluster: { url: redis.url }, ...over }, dataDir()));
     servers.push(a);
-    const b = await startTestServer(testConfig(url, { cluster: { url: redis.url } }, dataDir()));
+    const b = await startTestServer(testConfig(url, { cluster: { url: redis.url }, ...over }, dataDir()));
     servers.push(b);
     await waitFor(() => clusterOf(a).peers.length === 1 && clusterOf(b).peers.length === 1, 10_000, 'the instances to hear each other');
     return [a, b];
@@ -115,6 +116,34 @@ describe('cluster mode (Redis)', function () {
       await stream.point(T('s'), 42);
     } finally {
       stream.close();
+    }
+  });
+
+  it('delivers each webhook event once with two instances polling the same outbox', async () => {
+    const receiver = await startReceiver();
+    try {
+      receiver.reply = () => ({ status: 200, body: 'ok' });
+      const [a, b] = await pair('cl_hooks', { webhooks: { allowlist: '127.0.0.1/32', pollIntervalMs: 50, refreshIntervalMs: 200, stopGraceMs: 200 } });
+      const login = await fetch(`http://127.0.0.1:${b.httpPort}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ADMIN) });
+      const token = ((await login.json()) as { access_token: string }).access_token;
+      const made = await fetch(`http://127.0.0.1:${b.httpPort}/api/v1/webhooks`, {
+        method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'mes', url: `${receiver.url}/mes`, events: ['sensor.reading'], filters: { topics: ['acme/plant2/#'] }, batch: { max_size: 1, max_linger_ms: 0 } }),
+      });
+      expect(made.status).to.equal(201);
+      receiver.secrets.push(((await made.json()) as { secret: string }).secret);
+      const pubA = await connect(a.mqttPort, { clientId: 'plc-wa' });
+      const pubB = await connect(b.mqttPort, { clientId: 'plc-wb' });
+      clients.push(pubA, pubB);
+      for (let v = 1; v <= 20; v++) await publish(v % 2 === 0 ? pubA : pubB, T('w'), JSON.stringify({ value: v }));
+      const values = (): number[] => receiver.on('/mes').flatMap((r) => ((r.json as { data?: { readings?: Array<{ value: number }> } } | null)?.data?.readings ?? []).map((x) => x.value));
+      await waitFor(() => values().length >= 20, 20_000, 'the 20 deliveries');
+      // Both instances poll the outbox: a second delivery of one event would show up within a few polls.
+      await publish(pubA, T('w'), '{"value": 21}');
+      await waitFor(() => values().includes(21), 10_000, 'the last delivery');
+      expect(values().sort((x, y) => x - y)).to.deep.equal(Array.from({ length: 21 }, (_, i) => i + 1));
+    } finally {
+      await receiver.close();
     }
   });
 
