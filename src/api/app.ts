@@ -15,6 +15,7 @@ import { webhooksRouter } from './routes/webhooks.js';
 import { rulesRouter } from './routes/rules.js';
 import { sparkplugRouter } from './routes/sparkplug.js';
 import { ingestRouter } from './routes/ingest.js';
+import { rejectionsRouter } from './routes/rejections.js';
 import { sendJson } from './json.js';
 
 /** Routes not audited line by line: data writes, at message rates. */
@@ -69,6 +70,7 @@ export function createApp(deps: ApiDeps): Express {
   app.use(namespaceRouter(deps));
   app.use(datapointsRouter(deps));
   app.use(exportRouter(deps));
+  app.use(rejectionsRouter(deps));
   app.use(eventsRouter(deps));
   app.use(webhooksRouter(deps));
   app.use(rulesRouter(deps));

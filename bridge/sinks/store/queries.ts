@@ -155,6 +155,26 @@ class Params {
 const us = (col: string): string => `((extract(epoch from ${col}) * 1000000)::int8)::text`;
 
 
+/** A rejected message as the API shows it. */
+export interface RejectionView {
+  readonly id: string;
+  readonly time: string;
+  readonly topic: string;
+  readonly code: string;
+  readonly reason: string;
+  readonly client_id: string | null;
+  readonly payload_base64: string | null;
+  readonly payload_text: string | null;
+  readonly replayed_at: string | null;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function utf8OrNull(b: Buffer | null): string | null {
+  if (b === null) return null;
+  try { return utf8.decode(b); } catch { return null; }
+}
+
 export class ReadQueries {
   /** Whether TimescaleDB is in use (store.timescale.enabled); read per query, as it is set at open(). */
   private readonly timescale: () => boolean;
@@ -177,6 +197,39 @@ export class ReadQueries {
       topic: row.name, value: parseValue(row.value), timestamp: row.time.toISOString(),
       quality: (row.quality ?? 'good') as Datapoint['quality'], unit: row.unit,
     }));
+  }
+
+  /**
+   * Rejected messages, newest first, whose topic matches the filter (and code, when given) and the caller
+   * may read: up to `limit`, from before the keyset position `before` (the last one's time in microseconds
+   * and id). Pages through the table until it has `limit` readable ones or 20 pages were read.
+   */
+  async rejections(filter: string, code: string | null, canRead: (topic: string) => boolean, limit: number,
+    before: { us: number; id: string } | null): Promise<{ rows: RejectionView[]; next: { us: number; id: string } | null }> {
+    const out: RejectionView[] = [];
+    let cursor = before;
+    for (let page = 0; page < 20 && out.length < limit; page++) {
+      const r = await this.pool.query<{ id: string; us: string; time: Date; topic: string; code: string; reason: string; client_id: string | null; payload: Buffer | null; replayed_at: Date | null }>(
+        `SELECT id::text AS id, (extract(epoch FROM time) * 1000000)::bigint::text AS us, time, topic, code, reason, client_id, payload, replayed_at
+         FROM rejections
+         WHERE topic ~ $1 AND ($2::text IS NULL OR code = $2)
+           AND ($3::timestamptz IS NULL OR (time, id) < ($3::timestamptz, $4::bigint))
+         ORDER BY time DESC, id DESC LIMIT $5`,
+        [filterToRegex(filter), code, cursor === null ? null : isoFromMicros(cursor.us), cursor === null ? null : cursor.id, limit],
+      );
+      for (const row of r.rows) {
+        cursor = { us: Number(row.us), id: row.id };
+        if (!canRead(row.topic)) continue;
+        out.push({
+          id: row.id, time: row.time.toISOString(), topic: row.topic, code: row.code, reason: row.reason, client_id: row.client_id,
+          payload_base64: row.payload === null ? null : row.payload.toString('base64'), payload_text: utf8OrNull(row.payload),
+          replayed_at: row.replayed_at === null ? null : row.replayed_at.toISOString(),
+        });
+        if (out.length === limit) return { rows: out, next: cursor };
+      }
+      if (r.rows.length < limit) return { rows: out, next: null };
+    }
+    return { rows: out, next: cursor };
   }
 
   /** Stored topics matching the filter that the caller may read: names, ids and units only. */
