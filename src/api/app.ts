@@ -17,6 +17,14 @@ import { sparkplugRouter } from './routes/sparkplug.js';
 import { ingestRouter } from './routes/ingest.js';
 import { rejectionsRouter } from './routes/rejections.js';
 import { sendJson } from './json.js';
+import { join } from 'node:path';
+import { packageRoot } from '../core/index.js';
+
+/**
+ * The Explorer's page may load only what this server serves (no CDN, no inline script), talk only to it
+ * (HTTP and the WebSocket stream), and not be framed.
+ */
+const UI_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /** Routes not audited line by line: data writes, at message rates. */
 const AUDIT_SKIP = new Set(['/api/v1/publish', '/api/v1/ingest/:source']);
@@ -75,6 +83,15 @@ export function createApp(deps: ApiDeps): Express {
   app.use(webhooksRouter(deps));
   app.use(rulesRouter(deps));
   app.use(sparkplugRouter(deps));
+
+  // The Explorer (built into dist/ui by `npm run build`): static files; its data comes from the API above.
+  app.get('/', (_req, res) => res.redirect(302, '/ui/'));
+  app.use('/ui', (_req, res, next) => {
+    res.setHeader('Content-Security-Policy', UI_CSP);
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    next();
+  }, express.static(join(packageRoot(), 'dist', 'ui'), { index: 'index.html', redirect: true }));
 
   app.use((_req, _res, next) => next(new ApiError('UNS_ERR_NOT_FOUND', 'no such endpoint')));
   app.use(errorHandler(deps.log));
