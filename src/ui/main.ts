@@ -6,7 +6,7 @@
  */
 import { Api, ApiFailure } from './api.js';
 import { LiveStream, type LivePoint } from './live.js';
-import { ancestorsOf, bucketFor, formatValue, metricTotals, pathsTo, visibleRows, windowOf, type Row, type TopicMeta, type TopicNode } from './model.js';
+import { ancestorsOf, bucketFor, formatValue, mayWrite, metricTotals, pathsTo, visibleRows, windowOf, type Row, type TopicMeta, type TopicNode } from './model.js';
 import uPlot from './vendor/uplot.js';
 
 type Child = Node | string | null | undefined | false;
@@ -50,7 +50,8 @@ function shell(active: string, body: HTMLElement): void {
   root.replaceChildren(
     h('header', { class: 'top' },
       h('span', { class: 'brand' }, 'uns-bridge'),
-      h('nav', { 'aria-label': 'Views' }, link('#/namespace', 'Namespace'), link('#/rejections', 'Rejections'), link('#/server', 'Server')),
+      h('nav', { 'aria-label': 'Views' }, link('#/namespace', 'Namespace'), link('#/rejections', 'Rejections'), link('#/webhooks', 'Webhooks'),
+        link('#/rules', 'Rules'), link('#/sparkplug', 'Sparkplug'), link('#/server', 'Server')),
       h('span', { class: 'who' }, api.username ?? ''),
       h('button', { type: 'button', class: 'link', onclick: () => { api.logout(); route(); } }, 'Log out')),
     h('main', { id: 'view' }, body),
@@ -63,6 +64,9 @@ function route(): void {
   if (api.token === null) { loginView(); return; }
   const hash = location.hash || '#/namespace';
   if (hash.startsWith('#/rejections')) rejectionsView();
+  else if (hash.startsWith('#/webhooks')) webhooksView();
+  else if (hash.startsWith('#/rules')) rulesView();
+  else if (hash.startsWith('#/sparkplug')) sparkplugView();
   else if (hash.startsWith('#/server')) serverView();
   else namespaceView();
 }
@@ -375,6 +379,132 @@ function rejectionsView(): void {
     h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['Time', 'Code', 'Topic', 'Client', 'Reason', 'Payload'].map((t) => h('th', {}, t)))), body),
     more));
   fetchPage(true);
+}
+
+// ---- webhooks ----------------------------------------------------------------------------------------------
+
+interface Webhook {
+  id: string; name: string; url: string; events: string[]; is_active: boolean; disabled_reason: string | null;
+  health?: { state: string; failing_since: string | null; last_success_at: string | null };
+  success_count?: number; failure_count?: number; pending_count?: number; success_rate?: number | null; last_triggered?: string | null;
+}
+interface Delivery { id: string; event_type: string; status: string; attempts: number; dead_reason: string | null; created_at: string; last_attempt_at: string | null; response_code: number | null; latency_ms: number | null }
+interface Attempt { attempt: number; started_at: string; response_code: number | null; latency_ms: number; error_class: string | null; outcome: string; response_excerpt: string | null }
+
+function table(headers: readonly string[], body: HTMLTableSectionElement, id?: string): HTMLTableElement {
+  return h('table', { class: 'grid', ...(id ? { id } : {}) }, h('thead', {}, h('tr', {}, ...headers.map((t) => h('th', {}, t)))), body);
+}
+
+function webhooksView(): void {
+  const list = h('tbody', { id: 'wh-rows' });
+  const status = h('p', { class: 'muted', role: 'status' });
+  const detail = h('section', { id: 'wh-detail' });
+  shell('#/webhooks', h('section', { class: 'page' }, h('h2', {}, 'Webhooks'), status,
+    table(['Name', 'URL', 'Events', 'Health', 'Success', 'Pending', 'Last triggered'], list), detail));
+
+  const showDeliveries = (w: Webhook, only: string, message = ''): void => {
+    const rows = h('tbody', { id: 'wh-deliveries' });
+    const note = h('p', { class: 'muted', role: 'status' }, message);
+    const one = h('div', { id: 'wh-delivery' });
+    const filter = (label: string, value: string): HTMLElement => h('button', { type: 'button', ...(only === value ? { 'aria-pressed': 'true' } : {}), onclick: () => showDeliveries(w, value) }, label);
+    const test = h('button', { type: 'button', id: 'wh-test', onclick: () => {
+      note.textContent = 'sending a test event…';
+      api.post<{ status: string; response_code: number | null; error_message: string | null }>(`/api/v1/webhooks/${w.id}/test`, {}).then((r) => {
+        showDeliveries(w, only, r.status === 'success' ? `test delivered (${r.response_code ?? ''})` : `test failed: ${r.error_message ?? r.response_code ?? ''}`);
+      }, (e: unknown) => { note.textContent = problem(e); });
+    } }, 'Send test');
+    detail.replaceChildren(h('h3', {}, `Deliveries of ${w.name}`),
+      h('div', { class: 'toolbar' }, filter('All', ''), filter('Dead', 'dead'), filter('Pending', 'pending'), test), note,
+      table(['Created', 'Event', 'Status', 'Attempts', 'Last code', 'Latency', ''], rows), one);
+    const q = only === '' ? '' : `&status=${only}`;
+    api.get<{ deliveries: Delivery[] }>(`/api/v1/webhooks/${w.id}/deliveries?limit=100${q}`).then((r) => {
+      for (const d of r.deliveries) {
+        const replay = d.status === 'dead' ? h('button', { type: 'button', class: 'replay', onclick: () => {
+          api.post(`/api/v1/webhooks/${w.id}/deliveries/${d.id}/replay`).then(() => showDeliveries(w, only, 'replayed: a new delivery was queued'),
+            (e: unknown) => { note.textContent = problem(e); });
+        } }, 'Replay') : null;
+        const open = h('button', { type: 'button', class: 'link', onclick: () => showDelivery(w, d.id, one) }, when(d.created_at));
+        rows.append(h('tr', { 'data-status': d.status }, h('td', {}, open), h('td', {}, d.event_type), h('td', {}, h('span', { class: `status s-${d.status}` }, d.status)),
+          h('td', {}, String(d.attempts)), h('td', {}, d.response_code === null ? '—' : String(d.response_code)),
+          h('td', {}, d.latency_ms === null ? '—' : `${d.latency_ms} ms`), h('td', {}, replay)));
+      }
+      if (r.deliveries.length === 0 && message === '') note.textContent = 'No deliveries.';
+    }, (e: unknown) => { note.textContent = problem(e); });
+  };
+
+  const showDelivery = (w: Webhook, id: string, into: HTMLElement): void => {
+    api.get<{ delivery: Delivery; payload: unknown; attempts: Attempt[] }>(`/api/v1/webhooks/${w.id}/deliveries/${id}`).then((r) => {
+      const attempts = h('tbody', {});
+      for (const a of r.attempts) {
+        attempts.append(h('tr', {}, h('td', {}, String(a.attempt)), h('td', {}, when(a.started_at)), h('td', {}, a.outcome),
+          h('td', {}, a.response_code === null ? (a.error_class ?? '—') : String(a.response_code)), h('td', {}, `${a.latency_ms} ms`), h('td', { class: 'payload' }, a.response_excerpt ?? '')));
+      }
+      into.replaceChildren(h('h3', {}, `Delivery ${id}`), r.delivery.dead_reason ? h('p', { class: 'error' }, `Dead: ${r.delivery.dead_reason}`) : '',
+        table(['#', 'Started', 'Outcome', 'Code', 'Latency', 'Response'], attempts),
+        h('h4', {}, 'Body sent'), h('pre', { class: 'payload', id: 'wh-body' }, JSON.stringify(r.payload, null, 2)));
+    }, (e: unknown) => { into.replaceChildren(h('p', { class: 'error' }, problem(e))); });
+  };
+
+  api.get<{ webhooks: Webhook[] }>('/api/v1/webhooks?limit=100').then((r) => {
+    for (const w of r.webhooks) {
+      const state = w.health?.state ?? (w.is_active ? 'healthy' : 'disabled');
+      list.append(h('tr', { 'data-id': w.id },
+        h('td', {}, h('button', { type: 'button', class: 'link', onclick: () => showDeliveries(w, '') }, w.name)),
+        h('td', { class: 'topic' }, w.url), h('td', {}, w.events.join(', ')),
+        h('td', {}, h('span', { class: `status h-${state}` }, state), w.disabled_reason ? ` (${w.disabled_reason})` : ''),
+        h('td', {}, w.success_rate === null || w.success_rate === undefined ? '—' : `${Math.round(w.success_rate * 100)}%`),
+        h('td', {}, String(w.pending_count ?? 0)), h('td', {}, when(w.last_triggered))));
+    }
+    status.textContent = r.webhooks.length === 0 ? 'No webhooks (create them with POST /api/v1/webhooks).' : `${r.webhooks.length} webhook${r.webhooks.length === 1 ? '' : 's'}`;
+  }, (e: unknown) => { status.textContent = problem(e); });
+}
+
+// ---- rules ---------------------------------------------------------------------------------------------------
+
+interface Rule { id: string; name: string; topic_filter: string; operator: string; threshold: number; hysteresis: number; min_duration_ms: number; enabled: boolean; source: string }
+
+function rulesView(): void {
+  const rows = h('tbody', { id: 'rule-rows' });
+  const status = h('p', { class: 'muted', role: 'status' });
+  shell('#/rules', h('section', { class: 'page' }, h('h2', {}, 'Threshold rules'), status,
+    table(['Name', 'Topics', 'Condition', 'Hysteresis', 'For', 'Enabled', 'Source'], rows)));
+  api.get<{ rules: Rule[] }>('/api/v1/rules').then((r) => {
+    for (const x of r.rules) {
+      rows.append(h('tr', {}, h('td', {}, x.name), h('td', { class: 'topic' }, x.topic_filter), h('td', {}, `${x.operator} ${x.threshold}`),
+        h('td', {}, String(x.hysteresis)), h('td', {}, `${Math.round(x.min_duration_ms / 1000)} s`), h('td', {}, x.enabled ? 'yes' : 'no'), h('td', {}, x.source)));
+    }
+    status.textContent = r.rules.length === 0 ? 'No rules.' : `${r.rules.length} rule${r.rules.length === 1 ? '' : 's'}`;
+  }, (e: unknown) => { status.textContent = problem(e); });
+}
+
+// ---- Sparkplug -----------------------------------------------------------------------------------------------
+
+interface SpDevice { device_id: string; online: boolean; born_at: string | null }
+interface SpNode { group_id: string; edge_node_id: string; online: boolean; born_at: string | null; died_at: string | null; metrics: number; rebirths_requested: number; last_rebirth_at: string | null; devices: SpDevice[] }
+
+function sparkplugView(): void {
+  const rows = h('tbody', { id: 'sp-rows' });
+  const status = h('p', { class: 'muted', role: 'status' });
+  shell('#/sparkplug', h('section', { class: 'page' }, h('h2', {}, 'Sparkplug edge nodes'), status,
+    table(['Group', 'Edge node', 'State', 'Born', 'Died', 'Metrics', 'Devices', ''], rows)));
+  Promise.all([
+    api.get<{ nodes: SpNode[] }>('/api/v1/sparkplug/nodes'),
+    api.get<{ write?: string[] }>('/api/v1/auth/me'),
+  ]).then(([r, me]) => {
+    for (const n of r.nodes) {
+      const canRebirth = mayWrite(me.write ?? [], `spBv1.0/${n.group_id}/NCMD/${n.edge_node_id}`) && n.online;
+      const rebirth = canRebirth ? h('button', { type: 'button', onclick: () => {
+        api.post(`/api/v1/sparkplug/nodes/${encodeURIComponent(n.group_id)}/${encodeURIComponent(n.edge_node_id)}/rebirth`).then(
+          () => { status.textContent = `rebirth requested from ${n.group_id}/${n.edge_node_id}`; },
+          (e: unknown) => { status.textContent = problem(e); });
+      } }, 'Rebirth') : null;
+      const devices = n.devices.map((d) => `${d.device_id}${d.online ? '' : ' (offline)'}`).join(', ');
+      rows.append(h('tr', {}, h('td', {}, n.group_id), h('td', {}, n.edge_node_id),
+        h('td', {}, h('span', { class: `status ${n.online ? 'h-healthy' : 'h-disabled'}` }, n.online ? 'online' : 'offline')),
+        h('td', {}, when(n.born_at)), h('td', {}, when(n.died_at)), h('td', {}, String(n.metrics)), h('td', {}, devices || '—'), h('td', {}, rebirth)));
+    }
+    status.textContent = r.nodes.length === 0 ? 'No Sparkplug edge node has been born here.' : `${r.nodes.length} edge node${r.nodes.length === 1 ? '' : 's'}`;
+  }, (e: unknown) => { status.textContent = problem(e); });
 }
 
 // ---- server ------------------------------------------------------------------------------------------------

@@ -117,3 +117,21 @@ export function metricTotals(text: string): Map<string, number> {
   }
   return out;
 }
+
+/** Whether an MQTT topic filter matches a topic ('+' one level, '#' the rest), as the server's ACL reads them. */
+export function filterMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    const lvl = f[i] as string;
+    if (lvl === '#') return i < t.length || i === t.length;
+    if (i >= t.length) return false;
+    if (lvl !== '+' && lvl !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/** Whether write filters allow a topic (for showing write actions; the server checks again). */
+export function mayWrite(writeFilters: readonly string[], topic: string): boolean {
+  return writeFilters.some((f) => filterMatches(f, topic));
+}

@@ -135,8 +135,12 @@ describe('cluster mode (Redis)', function () {
       const pubA = await connect(a.mqttPort, { clientId: 'plc-wa' });
       const pubB = await connect(b.mqttPort, { clientId: 'plc-wb' });
       clients.push(pubA, pubB);
+      // The other instance learns of a new webhook at its next refresh: probe through it until a delivery comes.
+      const probes = (): number => receiver.on('/mes').length;
+      await waitFor(async () => { await publish(pubA, T('probe'), '{"value": 0}'); return probes() > 0; }, 20_000, 'instance A to know the webhook');
       for (let v = 1; v <= 20; v++) await publish(v % 2 === 0 ? pubA : pubB, T('w'), JSON.stringify({ value: v }));
-      const values = (): number[] => receiver.on('/mes').flatMap((r) => ((r.json as { data?: { readings?: Array<{ value: number }> } } | null)?.data?.readings ?? []).map((x) => x.value));
+      const values = (): number[] => receiver.on('/mes').flatMap((r) => ((r.json as { data?: { readings?: Array<{ value: number; topic: string }> } } | null)?.data?.readings ?? [])
+        .filter((x) => x.topic === T('w')).map((x) => x.value));
       await waitFor(() => values().length >= 20, 20_000, 'the 20 deliveries');
       // Both instances poll the outbox: a second delivery of one event would show up within a few polls.
       await publish(pubA, T('w'), '{"value": 21}');

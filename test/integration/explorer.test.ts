@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { MqttClient } from 'mqtt';
 import { TestPostgres } from '../helpers/postgres.js';
-import { ADMIN, testConfig, startTestServer, connect, publish, cleanup, hashPassword } from '../helpers/server.js';
+import { startReceiver, type Receiver } from '../helpers/webhook-receiver.js';
+import { ADMIN, testConfig, startTestServer, connect, publish, cleanup, hashPassword, waitFor } from '../helpers/server.js';
 import { packageRoot } from '../../src/core/paths.js';
 import type { RunningServer } from '../../src/main.js';
 import type { Config } from '../../src/core/config.js';
@@ -30,6 +31,10 @@ describe('Explorer page (headless Chromium)', function () {
   let browser: Browser;
   let mqtt: MqttClient;
   let base = '';
+  let receiver: Receiver;
+  let failing = true;
+  /** What the receiver answered on /mes, in order. */
+  const answered: number[] = [];
   const problems: string[] = [];
 
   const open = async (): Promise<Page> => {
@@ -57,7 +62,13 @@ describe('Explorer page (headless Chromium)', function () {
     const topicsFile = join(base0.dataDir, 'topics.yaml');
     writeFileSync(topicsFile, readFileSync(join(packageRoot(), 'topics.yaml'), 'utf8').replace(/^roles:\n/m,
       'roles:\n  plant1-viewer:\n    description: Plant 1 only.\n    read: ["acme/plant1/#"]\n    write: []\n'));
-    config = testConfig(url, { topicsFile }, base0.dataDir);
+    config = testConfig(url, { topicsFile, webhooks: { allowlist: '127.0.0.1/32', pollIntervalMs: 100, refreshIntervalMs: 200, stopGraceMs: 200 } }, base0.dataDir);
+    receiver = await startReceiver();
+    receiver.reply = (r) => {
+      const status = failing ? 500 : 200;
+      if (r.path === '/mes') answered.push(status);
+      return { status, body: failing ? 'down for maintenance' : 'ok' };
+    };
     server = await startTestServer(config);
     await server.store.upsertUser(VIEWER.username, await hashPassword(VIEWER.password), ['plant1-viewer']);
     await server.reload('test users');
@@ -69,6 +80,7 @@ describe('Explorer page (headless Chromium)', function () {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   });
   after(async () => {
+    await receiver?.close();
     await browser?.close();
     mqtt?.end(true);
     await server?.stop();
@@ -156,6 +168,49 @@ describe('Explorer page (headless Chromium)', function () {
     await page.goto(`${base}/ui/#/server`);
     await page.waitForFunction(() => document.querySelector('#server-cards')?.textContent?.includes('ready') === true);
     await shot(page, 'server');
+    await page.close();
+  });
+
+  it('follows webhook deliveries and replays a dead one; lists rules; shows Sparkplug nodes', async () => {
+    const token = await (await fetch(`${base}/api/v1/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ADMIN) })).json() as { access_token: string };
+    const call = (path: string, body: unknown): Promise<Response> => fetch(`${base}${path}`, {
+      method: 'POST', headers: { authorization: `Bearer ${token.access_token}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    // No retries: the first failure makes the delivery dead.
+    const made = await call('/api/v1/webhooks', { name: 'mes-line1', url: `${receiver.url}/mes`, events: ['sensor.reading'],
+      filters: { topics: [P1] }, retry_config: { schedule_s: [] }, batch: { max_size: 1, max_linger_ms: 0 } });
+    expect(made.status).to.equal(201);
+    receiver.secrets.push(((await made.json()) as { secret: string }).secret);
+    expect((await call('/api/v1/rules', { name: 'filler too hot', topic_filter: P1, operator: '>', threshold: 90 })).status).to.equal(201);
+    await publish(mqtt, P1, '{"value": 23.5, "unit": "degC"}');
+
+    const page = await open();
+    await login(page, ADMIN);
+    await page.goto(`${base}/ui/#/webhooks`);
+    await page.click('#wh-rows tr button.link');
+    await page.waitForSelector('#wh-deliveries');
+    // Dead once the receiver's 500 came back.
+    await page.waitForFunction(async () => {
+      const b = [...document.querySelectorAll<HTMLButtonElement>('.toolbar button')].find((x) => x.textContent === 'Dead');
+      b?.click();
+      await new Promise((r) => setTimeout(r, 200));
+      return document.querySelector('#wh-deliveries tr[data-status="dead"]') !== null;
+    }, undefined, { timeout: 20_000, polling: 500 });
+    await page.click('#wh-deliveries tr[data-status="dead"] td button.link');
+    await page.waitForFunction(() => document.querySelector('#wh-body')?.textContent?.includes('23.5') === true);
+    await shot(page, 'webhooks');
+    failing = false;
+    await page.click('#wh-deliveries tr[data-status="dead"] button.replay');
+    await page.waitForFunction(() => document.querySelector('#wh-detail [role=status]')?.textContent?.startsWith('replayed') === true);
+    await waitFor(() => answered.includes(200), 15_000, 'the replayed delivery');
+    expect(answered, 'the failed attempt, then the replay').to.deep.equal([500, 200]);
+    expect(receiver.on('/mes').every((r) => r.standardOk), 'every request signed').to.equal(true);
+
+    await page.goto(`${base}/ui/#/rules`);
+    await page.waitForSelector('#rule-rows tr');
+    expect(await page.textContent('#rule-rows')).to.include('filler too hot');
+    await page.goto(`${base}/ui/#/sparkplug`);
+    await page.waitForFunction(() => /edge node/.test(document.querySelector('.page [role=status]')?.textContent ?? ''));
     await page.close();
   });
 

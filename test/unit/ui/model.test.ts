@@ -1,6 +1,6 @@
 /** The Explorer's page-free logic: visible tree rows, the virtual window, history buckets, formatting, metrics. */
 import { expect } from 'chai';
-import { ancestorsOf, bucketFor, formatValue, metricTotals, pathsTo, visibleRows, windowOf, type TopicNode } from '../../../src/ui/model.js';
+import { ancestorsOf, bucketFor, filterMatches, formatValue, mayWrite, metricTotals, pathsTo, visibleRows, windowOf, type TopicNode } from '../../../src/ui/model.js';
 
 function node(path: string, children: TopicNode[] = []): TopicNode {
   const name = path.split('/').pop() as string;
@@ -59,5 +59,15 @@ describe('Explorer model', () => {
     const m = metricTotals('# HELP x\n# TYPE x counter\nuns_ingest_accepted_total 42\nuns_ingest_rejected_total{code="A"} 2\nuns_ingest_rejected_total{code="B"} 3\n');
     expect(m.get('uns_ingest_accepted_total')).to.equal(42);
     expect(m.get('uns_ingest_rejected_total')).to.equal(5);
+  });
+
+  it('matches MQTT filters as the ACL does, to show write actions only where the role may write', () => {
+    expect(filterMatches('spBv1.0/+/NCMD/#', 'spBv1.0/plant/NCMD/edge-1')).to.equal(true);
+    expect(filterMatches('spBv1.0/+/NCMD/#', 'spBv1.0/plant/NCMD')).to.equal(true);
+    expect(filterMatches('spBv1.0/+/NCMD/#', 'spBv1.0/plant/DCMD/edge-1')).to.equal(false);
+    expect(filterMatches('acme/+', 'acme/plant1/x')).to.equal(false);
+    expect(filterMatches('#', 'anything/at/all')).to.equal(true);
+    expect(mayWrite(['acme/#'], 'spBv1.0/g/NCMD/e')).to.equal(false);
+    expect(mayWrite(['acme/#', 'spBv1.0/#'], 'spBv1.0/g/NCMD/e')).to.equal(true);
   });
 });
