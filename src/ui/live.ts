@@ -27,6 +27,8 @@ export class LiveStream {
     if (this.ws === null || this.ws.readyState !== WebSocket.OPEN) { this.open(); return; }
     if (before !== null) this.ws.send(JSON.stringify({ type: 'unsubscribe', filters: [before] }));
     if (filter !== null) this.ws.send(JSON.stringify({ type: 'subscribe', filters: [filter] }));
+    // The page shows a fresh indicator for the new filter: tell it the connection is up.
+    this.on.state('live');
   }
 
   close(): void {

@@ -225,7 +225,7 @@ function namespaceView(): void {
     liveState = h('span', { class: 'state connecting', id: 'live-state' }, 'connecting…');
     live.clear();
     const parts: HTMLElement[] = [h('h2', { id: 'detail-title' }, n.path)];
-    if (meta) parts.push(metaList(meta));
+    if (meta) parts.push(metaList(meta, n.path));
     else parts.push(h('p', { class: 'muted' }, `${n.topic_count} topics below, ${n.child_count} direct children`));
     parts.push(h('h3', {}, 'Live ', liveState),
       h('table', { class: 'live' }, h('thead', {}, h('tr', {}, h('th', {}, 'Topic'), h('th', {}, 'Value'), h('th', {}, 'Quality'), h('th', {}, 'Source time'))), liveTable));
@@ -241,10 +241,11 @@ function namespaceView(): void {
   load('#');
 }
 
-function metaList(m: TopicMeta): HTMLElement {
+function metaList(m: TopicMeta, topic: string): HTMLElement {
   const row = (k: string, v: Child): HTMLElement[] => [h('dt', {}, k), h('dd', {}, v)];
   return h('dl', { class: 'meta' },
     ...row('Last value', h('span', { id: 'last-value' }, formatValue(m.last_value, m.unit))),
+    ...row('Last 24 h', sparkline(topic)),
     ...row('Quality', h('span', { id: 'last-quality' }, qualityBadge(m.quality))),
     ...row('Source time', when(m.last_timestamp)),
     ...row('Last seen', when(m.last_seen)),
@@ -253,6 +254,41 @@ function metaList(m: TopicMeta): HTMLElement {
     ...row('Schema', m.schema ?? '—'),
     ...row('ISA-95', m.levels ? Object.entries(m.levels).map(([k, v]) => `${k}=${v}`).join(', ') : '—'),
     ...row('First seen', when(m.first_seen)));
+}
+
+/** A topic's last 24 hours as a small line (hourly averages), drawn when the data comes. */
+function sparkline(topic: string): HTMLElement {
+  const box = h('span', { class: 'spark', id: 'sparkline', role: 'img', 'aria-label': `Last 24 hours of ${topic}` });
+  const to = Date.now();
+  const q = `topic=${encodeURIComponent(topic)}&from=${new Date(to - 86_400_000).toISOString()}&to=${new Date(to).toISOString()}&bucket=5m&agg=avg`;
+  api.get<{ datapoints: Array<{ timestamp: string; avg?: number }> }>(`/api/v1/datapoints/history?${q}`).then((body) => {
+    const pts = body.datapoints.filter((p) => typeof p.avg === 'number') as Array<{ timestamp: string; avg: number }>;
+    if (pts.length === 0) { box.textContent = 'no numeric samples'; return; }
+    const W = 160;
+    const H = 28;
+    const xs = pts.map((p) => Date.parse(p.timestamp));
+    const ys = pts.map((p) => p.avg);
+    const [x0, x1] = [to - 86_400_000, to];
+    const [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+    const px = (x: number): number => ((x - x0) / (x1 - x0)) * W;
+    const py = (y: number): number => (y1 === y0 ? H / 2 : H - 2 - ((y - y0) / (y1 - y0)) * (H - 4));
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    svg.setAttribute('width', String(W));
+    svg.setAttribute('height', String(H));
+    const line = document.createElementNS(ns, pts.length === 1 ? 'circle' : 'polyline');
+    if (pts.length === 1) {
+      line.setAttribute('cx', String(px(xs[0] as number)));
+      line.setAttribute('cy', String(py(ys[0] as number)));
+      line.setAttribute('r', '2');
+    } else line.setAttribute('points', xs.map((x, i) => `${px(x).toFixed(1)},${py(ys[i] as number).toFixed(1)}`).join(' '));
+    line.setAttribute('class', 'spark-line');
+    svg.append(line);
+    const r4 = (v: number): string => String(Number(v.toPrecision(4)));
+    box.replaceChildren(svg, h('span', { class: 'muted small' }, ` ${y0 === y1 ? r4(y0) : `${r4(y0)} – ${r4(y1)}`}`));
+  }, () => { box.textContent = '—'; });
+  return box;
 }
 
 interface AggPoint { timestamp: string; avg?: number; min?: number; max?: number }
@@ -413,7 +449,27 @@ function webhooksView(): void {
         showDeliveries(w, only, r.status === 'success' ? `test delivered (${r.response_code ?? ''})` : `test failed: ${r.error_message ?? r.response_code ?? ''}`);
       }, (e: unknown) => { note.textContent = problem(e); });
     } }, 'Send test');
-    detail.replaceChildren(h('h3', {}, `Deliveries of ${w.name}`),
+    const stats = h('div', { class: 'cards', id: 'wh-stats' });
+    api.get<{ summary?: { total_deliveries: number; succeeded: number; dead: number; pending: number; success_rate: number | null; avg_latency_ms: number | null; total_retries: number };
+      time_series?: Array<{ bucket: string; attempts: number; succeeded: number; failed: number }> }>(`/api/v1/webhooks/${w.id}/stats`).then((st) => {
+      const m = st.summary;
+      if (m === undefined) return;
+      const card = (t: string, v: string): HTMLElement => h('div', { class: 'card' }, h('div', { class: 'muted small' }, t), h('div', { class: 'big' }, v));
+      const series = st.time_series ?? [];
+      const peak = Math.max(1, ...series.map((b) => b.attempts));
+      const bars = h('div', { class: 'bars', role: 'img', 'aria-label': 'Attempts per period: succeeded and failed' },
+        ...series.map((b) => {
+          const bar = h('span', { class: 'bar', title: `${when(b.bucket)}: ${b.succeeded} succeeded, ${b.failed} failed` },
+            h('span', { class: 'ok' }), h('span', { class: 'ko' }));
+          (bar.firstChild as HTMLElement).style.height = `${(b.succeeded / peak) * 100}%`;
+          (bar.lastChild as HTMLElement).style.height = `${(b.failed / peak) * 100}%`;
+          return bar;
+        }));
+      stats.replaceChildren(card('Success rate', m.success_rate === null ? '—' : `${Math.round(m.success_rate * 100)}%`),
+        card('Deliveries', `${m.total_deliveries} (${m.dead} dead, ${m.pending} pending)`), card('Retries', String(m.total_retries)),
+        card('Avg latency', m.avg_latency_ms === null ? '—' : `${Math.round(m.avg_latency_ms)} ms`), h('div', { class: 'card wide' }, h('div', { class: 'muted small' }, 'Attempts over time'), bars));
+    }, () => undefined);
+    detail.replaceChildren(h('h3', {}, `Deliveries of ${w.name}`), stats,
       h('div', { class: 'toolbar' }, filter('All', ''), filter('Dead', 'dead'), filter('Pending', 'pending'), test), note,
       table(['Created', 'Event', 'Status', 'Attempts', 'Last code', 'Latency', ''], rows), one);
     const q = only === '' ? '' : `&status=${only}`;
@@ -466,15 +522,30 @@ interface Rule { id: string; name: string; topic_filter: string; operator: strin
 function rulesView(): void {
   const rows = h('tbody', { id: 'rule-rows' });
   const status = h('p', { class: 'muted', role: 'status' });
+  const states = h('section', { id: 'rule-states' });
   shell('#/rules', h('section', { class: 'page' }, h('h2', {}, 'Threshold rules'), status,
-    table(['Name', 'Topics', 'Condition', 'Hysteresis', 'For', 'Enabled', 'Source'], rows)));
+    table(['Name', 'Topics', 'Condition', 'Hysteresis', 'For', 'Enabled', 'Source'], rows), states));
   api.get<{ rules: Rule[] }>('/api/v1/rules').then((r) => {
     for (const x of r.rules) {
-      rows.append(h('tr', {}, h('td', {}, x.name), h('td', { class: 'topic' }, x.topic_filter), h('td', {}, `${x.operator} ${x.threshold}`),
+      const name = h('button', { type: 'button', class: 'link', onclick: () => ruleStates(x, states) }, x.name);
+      rows.append(h('tr', {}, h('td', {}, name), h('td', { class: 'topic' }, x.topic_filter), h('td', {}, `${x.operator} ${x.threshold}`),
         h('td', {}, String(x.hysteresis)), h('td', {}, `${Math.round(x.min_duration_ms / 1000)} s`), h('td', {}, x.enabled ? 'yes' : 'no'), h('td', {}, x.source)));
     }
     status.textContent = r.rules.length === 0 ? 'No rules.' : `${r.rules.length} rule${r.rules.length === 1 ? '' : 's'}`;
   }, (e: unknown) => { status.textContent = problem(e); });
+}
+
+/** A rule's topics that are past (or on their way past) its threshold. */
+function ruleStates(r: Rule, into: HTMLElement): void {
+  api.get<{ states: Array<{ topic: string; state: string; since: string; value: number | null }> }>(`/api/v1/rules/${r.id}`).then((x) => {
+    const body = h('tbody', { id: 'rule-state-rows' });
+    for (const st of x.states) {
+      body.append(h('tr', {}, h('td', { class: 'topic' }, st.topic), h('td', {}, h('span', { class: `status ${st.state === 'exceeded' ? 's-dead' : 's-pending'}` }, st.state)),
+        h('td', {}, when(st.since)), h('td', {}, formatValue(st.value))));
+    }
+    into.replaceChildren(h('h3', {}, `${r.name}: topics past the threshold`),
+      x.states.length === 0 ? h('p', { class: 'muted' }, 'None: every topic is within the threshold.') : table(['Topic', 'State', 'Since', 'Value'], body));
+  }, (e: unknown) => { into.replaceChildren(h('p', { class: 'error' }, problem(e))); });
 }
 
 // ---- Sparkplug -----------------------------------------------------------------------------------------------

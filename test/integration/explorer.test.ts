@@ -109,6 +109,7 @@ describe('Explorer page (headless Chromium)', function () {
     await publish(mqtt, P1, '{"value": 22.75, "unit": "degC"}');
     await page.waitForFunction((t) => document.querySelector(`#live-rows tr[data-topic="${t}"] .value`)?.textContent?.includes('22.75') === true, P1);
     await page.waitForFunction(() => document.querySelector('#last-value')?.textContent?.includes('22.75') === true);
+    await page.waitForSelector('#sparkline svg');
     await page.waitForSelector('#chart canvas');
     await page.waitForFunction(() => /samples/.test(document.querySelector('#chart-info')?.textContent ?? ''));
     await shot(page, 'namespace');
@@ -182,6 +183,7 @@ describe('Explorer page (headless Chromium)', function () {
     expect(made.status).to.equal(201);
     receiver.secrets.push(((await made.json()) as { secret: string }).secret);
     expect((await call('/api/v1/rules', { name: 'filler too hot', topic_filter: P1, operator: '>', threshold: 90 })).status).to.equal(201);
+    expect((await call('/api/v1/rules', { name: 'filler warm', topic_filter: P1, operator: '>', threshold: 10 })).status).to.equal(201);
     await publish(mqtt, P1, '{"value": 23.5, "unit": "degC"}');
 
     const page = await open();
@@ -196,6 +198,7 @@ describe('Explorer page (headless Chromium)', function () {
       await new Promise((r) => setTimeout(r, 200));
       return document.querySelector('#wh-deliveries tr[data-status="dead"]') !== null;
     }, undefined, { timeout: 20_000, polling: 500 });
+    await page.waitForSelector('#wh-stats .card');
     await page.click('#wh-deliveries tr[data-status="dead"] td button.link');
     await page.waitForFunction(() => document.querySelector('#wh-body')?.textContent?.includes('23.5') === true);
     await shot(page, 'webhooks');
@@ -209,8 +212,31 @@ describe('Explorer page (headless Chromium)', function () {
     await page.goto(`${base}/ui/#/rules`);
     await page.waitForSelector('#rule-rows tr');
     expect(await page.textContent('#rule-rows')).to.include('filler too hot');
+    await page.click('#rule-rows button.link >> text=filler warm');
+    await page.waitForSelector('#rule-state-rows tr');
+    expect(await page.textContent('#rule-state-rows')).to.include(P1).and.include('exceeded');
     await page.goto(`${base}/ui/#/sparkplug`);
     await page.waitForFunction(() => /edge node/.test(document.querySelector('.page [role=status]')?.textContent ?? ''));
+    await page.close();
+  });
+
+  it('fits a tablet (768 x 1024) without sideways scrolling', async () => {
+    const page = await browser.newPage({ viewport: { width: 768, height: 1024 } });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    await login(page, ADMIN);
+    await page.fill('#filter', 'acme/plant1/#');
+    await page.click('form.filter button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#tree-count')?.textContent === '1 topic');
+    await page.click(`#tree .row[data-path="${P1}"]`);
+    await page.waitForSelector('#chart canvas');
+    // A second node on the same connection: its indicator says live too.
+    await page.click('#tree .row[data-path="acme/plant1/packaging"]'); // selects it and folds it
+    await page.waitForFunction(() => document.querySelector('#live-state')?.textContent === 'live');
+    await page.click('#tree .row[data-path="acme/plant1/packaging"]'); // unfolds it
+    await page.click(`#tree .row[data-path="${P1}"]`);
+    await page.waitForSelector('#chart canvas');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no horizontal overflow').to.equal(true);
+    await shot(page, 'tablet');
     await page.close();
   });
 
