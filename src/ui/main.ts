@@ -250,7 +250,7 @@ function metaList(m: TopicMeta, topic: string): HTMLElement {
     ...row('Source time', when(m.last_timestamp)),
     ...row('Last seen', when(m.last_seen)),
     ...row('Unit', m.unit ?? '—'),
-    ...row('Route', m.route),
+    ...row('Route', m.description ? `${m.route}: ${m.description}` : m.route),
     ...row('Schema', m.schema ?? '—'),
     ...row('ISA-95', m.levels ? Object.entries(m.levels).map(([k, v]) => `${k}=${v}`).join(', ') : '—'),
     ...row('First seen', when(m.first_seen)));

@@ -9,6 +9,7 @@ export type Quality = 'good' | 'uncertain' | 'bad' | 'stale';
 export interface TopicMeta {
   readonly unit: string | null;
   readonly route: string;
+  readonly description: string | null;
   readonly levels: Readonly<Record<string, string>> | null;
   readonly schema: string | null;
   readonly last_value: unknown;

@@ -182,6 +182,7 @@ function contract(backend: Backend): void {
         expect(tags.map((t) => [t['name'], t['path'], t['child_count']])).to.deep.equal([['count', COUNT, 0], ['temperature', TEMP, 0]]);
         const temp = (tags[1] as Body)['topic'] as Body;
         expect(temp).to.include({ unit: '°C', route: 'temperature', schema: 'measurement', last_value: 21.5, quality: 'good' });
+        expect(temp['description'], "the route's description from topics.yaml").to.equal('Process and equipment temperatures.');
         expect(temp['levels']).to.deep.equal({ enterprise: 'acme', site: 'plant1', area: 'packaging', line: 'line1', cell: 'filler' });
         expect(Date.parse(temp['first_seen'] as string)).to.be.within(now - MIN, Date.now());
         expect(Date.parse(temp['last_seen'] as string)).to.be.within(now - MIN, Date.now());

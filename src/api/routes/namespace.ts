@@ -78,15 +78,19 @@ export function buildTree(prefix: readonly string[], topics: ReadonlyArray<{ id:
   return { root, topicNodes };
 }
 
-function topicJson(info: TopicInfo, schemaOf: (route: string) => string | null): Record<string, unknown> {
+/** What topics.yaml says of a route: its payload schema and its description. */
+type RouteFacts = (route: string) => { schema: string | null; description: string | null };
+
+function topicJson(info: TopicInfo, routeOf: RouteFacts): Record<string, unknown> {
+  const route = routeOf(info.route);
   return {
-    unit: info.unit, route: info.route, levels: info.levels, schema: schemaOf(info.route),
+    unit: info.unit, route: info.route, description: route.description, levels: info.levels, schema: route.schema,
     last_value: info.lastValue, last_timestamp: info.lastTimestamp, quality: info.quality,
     last_seen: info.lastSeen, first_seen: info.firstSeen,
   };
 }
 
-function treeJson(n: BuildNode, infos: ReadonlyMap<number, TopicInfo>, schemaOf: (route: string) => string | null): Record<string, unknown> {
+function treeJson(n: BuildNode, infos: ReadonlyMap<number, TopicInfo>, schemaOf: RouteFacts): Record<string, unknown> {
   const kids = n.children === null ? [] : [...n.children.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const info = n.topicId === null ? undefined : infos.get(n.topicId);
   return {
@@ -101,8 +105,8 @@ function treeJson(n: BuildNode, infos: ReadonlyMap<number, TopicInfo>, schemaOf:
 
 export function namespaceRouter(deps: ApiDeps): Router {
   const r = Router();
-  const schemas = new Map(deps.namespace.routes.map((x) => [x.name, x.schema ?? null]));
-  const schemaOf = (route: string): string | null => schemas.get(route) ?? null;
+  const routes = new Map(deps.namespace.routes.map((x) => [x.name, { schema: x.schema ?? null, description: x.description ?? null }]));
+  const schemaOf: RouteFacts = (route) => routes.get(route) ?? { schema: null, description: null };
 
   r.get('/api/v1/topics', requireAuth(deps.auth), deps.validator.query('TopicsQuery'), (req, res, next) => {
     const p = principalOf(req);
