@@ -8,7 +8,8 @@
  *   m         a message accepted here, for the WebSocket/SSE streams of every other instance;
  *   hb        this instance is alive, with its MQTT connection count (every second: peers are those heard
  *             from within the last 5 s);
- *   release / released   the hand-over of a persistent session to the instance its client connects to.
+ *   release / released   the hand-over of a persistent session to the instance its client connects to;
+ *   webhooks  webhooks were created, changed or removed here: the others reload theirs now.
  *
  * Local delivery never goes through Redis and never waits for it: during a Redis outage each instance
  * keeps accepting, storing, acknowledging and delivering what its own clients publish; frames for the
@@ -35,6 +36,7 @@ export type ClusterFrame =
   | { readonly k: 'p'; readonly packet: ClusterPacket }
   | { readonly k: 'm'; readonly msg: UnsMessage }
   | { readonly k: 'hb'; readonly clients: number }
+  | { readonly k: 'webhooks' }
   | { readonly k: 'release'; readonly client: string; readonly to: string }
   | { readonly k: 'released'; readonly client: string; readonly to: string };
 

@@ -319,6 +319,11 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
   const webhooks = new WebhookService({
     pool: store.pool, permissions: (roles) => acl.forRoles(roles), events, settings: config.webhooks,
     topicLimits: { maxBytes: config.mqtt.maxTopicBytes, maxLevels: config.mqtt.maxTopicLevels }, log: log.child({ component: 'webhooks' }),
+    ...(cluster !== null ? { changed: () => { cluster.send({ k: 'webhooks' }); } } : {}),
+  });
+  // A webhook made through another instance is known here at once (not only at the next refresh).
+  cluster?.on('frame', (f: ClusterFrame) => {
+    if (f.k === 'webhooks') webhooks.dispatcher.refresh().catch((e: Error) => log.debug({ err: e.message }, 'webhooks not reloaded'));
   });
   pipeline.addSink(sensorReadingSink((t) => webhooks.wants(t), (e) => events.emit(e)));
   pipeline.addSink(sessionEventsSink((e) => events.emit(e)));

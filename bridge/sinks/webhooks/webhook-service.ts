@@ -31,6 +31,8 @@ export interface WebhookServiceOptions extends Injections {
   readonly settings: WebhookSettings;
   readonly topicLimits: TopicLimits;
   readonly log: Logger;
+  /** Told after a webhook was created, changed or removed here (cluster mode: the other instances reload theirs). */
+  readonly changed?: () => void;
 }
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; code: ErrorCode; message: string };
@@ -109,6 +111,7 @@ export class WebhookService {
     const secret = input.secret ?? generateSecret(this.randomBytes);
     const record = await this.store.create(randomUUID(), spec.value, [{ secret, createdAt: now, expiresAt: null }], owner, roles, now);
     await this.dispatcher.refresh();
+    this.opts.changed?.();
     return { ok: true, value: { record, secret } };
   }
 
@@ -140,6 +143,7 @@ export class WebhookService {
     const record = await this.store.update(current.id, spec.value, secrets, now);
     if (record === undefined) return { ok: false, code: 'UNS_ERR_NOT_FOUND', message: 'no such webhook' };
     await this.dispatcher.refresh();
+    this.opts.changed?.();
     return { ok: true, value: { record, secret: input.secret ?? null } };
   }
 
@@ -160,12 +164,14 @@ export class WebhookService {
     const s = secret ?? generateSecret(this.randomBytes);
     const record = await this.store.setSecrets(current.id, this.rotated(current.secrets, s, now, graceS ?? this.opts.settings.rotationGraceS), now);
     await this.dispatcher.refresh();
+    this.opts.changed?.();
     return { record: record ?? current, secret: s };
   }
 
   async remove(id: string): Promise<boolean> {
     const ok = await this.store.remove(id);
     await this.dispatcher.refresh();
+    this.opts.changed?.();
     return ok;
   }
 
