@@ -199,7 +199,11 @@ describe('external-broker mode - attached to Mosquitto', function () {
       // Everything published meanwhile waits in the bridge's session on the broker.
       child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
       try {
-        await waitFor(async () => (await values(dbUrl, prefix)).length >= total, 60_000, 'every message stored');
+        await waitFor(async () => (await values(dbUrl, prefix)).length >= total, 60_000, 'every message stored').catch(async (e: Error) => {
+          // What a rare failure needs to be understood: how far it got, and what the bridge said.
+          const got = await values(dbUrl, prefix);
+          throw new Error(`${e.message}: ${got.length} of ${total} stored (${new Set(got).size} distinct)\n${child.output().slice(-4000)}`);
+        });
         const v = await values(dbUrl, prefix);
         expect(v.length, 'stored once each').to.equal(total);
         expect(new Set(v).size).to.equal(total);
