@@ -90,6 +90,9 @@ interface Batch { ops: Op[]; waiters: Array<() => void> }
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
 const SWEEP_MS = 60_000;
+/** Cluster mode: how often an instance renews its lease, and how old one must be before its sessions are taken over. */
+const LEASE_RENEW_MS = 2_000;
+const LEASE_STALE_MS = 6_000;
 /** Queue rows read per query at start-up. */
 const LOAD_PAGE = 20_000;
 
@@ -124,6 +127,7 @@ export class SessionStore extends EventEmitter {
   private retryMs = RETRY_MIN_MS;
   private retryTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
 
   private state: 'unloaded' | 'loading' | 'loaded' | 'closed' = 'unloaded';
   private loading: Promise<void> | null = null;
@@ -458,6 +462,7 @@ export class SessionStore extends EventEmitter {
       // In a cluster each instance holds the sessions last connected to it; the others are taken over
       // when their clients connect here (adopt) or when their instance is gone (adoptInstance).
       const mine = this.opts.instanceId === undefined ? null : this.opts.instanceId;
+      if (mine !== null) await this.renewLease();
       await this.readInto(mine === null ? 'true' : 'client_id IN (SELECT client_id FROM mqtt_sessions WHERE instance = $1)', mine === null ? [] : [mine], skip);
       this.discardedEarly.clear();
       this.state = 'loaded';
@@ -465,6 +470,10 @@ export class SessionStore extends EventEmitter {
       this.stats.loadMs = this.now() - started;
       this.opts.log.info({ sessions: this.sessions.size, queued: this.stats.queued, ms: this.stats.loadMs }, 'MQTT sessions loaded');
       this.sweep();
+      if (mine !== null) {
+        this.leaseTimer = setInterval(() => { this.renewLease().catch(() => undefined); }, LEASE_RENEW_MS);
+        this.leaseTimer.unref();
+      }
       if (this.opts.expiryMs > 0) {
         this.sweepTimer = setInterval(() => this.sweep(), Math.min(SWEEP_MS, this.opts.expiryMs));
         this.sweepTimer.unref();
@@ -574,8 +583,28 @@ export class SessionStore extends EventEmitter {
   async adoptInstance(instance: string): Promise<number> {
     const me = this.opts.instanceId;
     if (me === undefined || this.state !== 'loaded') return 0;
-    const moved = await this.opts.pool.query<{ client_id: string }>(
-      'UPDATE mqtt_sessions SET instance = $1 WHERE instance = $2 RETURNING client_id', [me, instance]);
+    // Only if its lease is stale (or it never had one), in one transaction with removing it: an instance
+    // that renewed its lease (it is back, or was only unreachable over Redis) keeps its sessions.
+    const db = await this.opts.pool.connect();
+    let moved: pg.QueryResult<{ client_id: string }>;
+    try {
+      await db.query('BEGIN');
+      const lease = await db.query<{ fresh: boolean }>(
+        `SELECT seen_at > now() - make_interval(secs => $2) AS fresh FROM cluster_instances WHERE instance = $1 FOR UPDATE`, [instance, LEASE_STALE_MS / 1000]);
+      if (lease.rows[0]?.fresh === true) {
+        await db.query('ROLLBACK');
+        db.release();
+        return 0;
+      }
+      await db.query('DELETE FROM cluster_instances WHERE instance = $1', [instance]);
+      moved = await db.query<{ client_id: string }>('UPDATE mqtt_sessions SET instance = $1 WHERE instance = $2 RETURNING client_id', [me, instance]);
+      await db.query('COMMIT');
+      db.release();
+    } catch (e) {
+      await db.query('ROLLBACK').catch(() => undefined);
+      db.release(true);
+      throw e;
+    }
     if (moved.rows.length === 0) return 0;
     const ids = moved.rows.map((r) => r.client_id);
     for (const id of ids) this.releasedIds.delete(id);
@@ -584,6 +613,12 @@ export class SessionStore extends EventEmitter {
     for (const id of ids) { const s = this.sessions.get(id); if (s !== undefined) s.instance = me; }
     this.opts.log.info({ instance, sessions: ids.length }, 'took over the persistent sessions of an instance that is gone');
     return ids.length;
+  }
+
+  /** Cluster mode: this instance is alive, as far as the database can tell (see migration 9). */
+  private async renewLease(): Promise<void> {
+    await this.opts.pool.query(
+      'INSERT INTO cluster_instances (instance, seen_at) VALUES ($1, now()) ON CONFLICT (instance) DO UPDATE SET seen_at = now()', [this.opts.instanceId]);
   }
 
   /** The instances the database says hold sessions. */
@@ -623,6 +658,7 @@ export class SessionStore extends EventEmitter {
   async close(timeoutMs = 5_000): Promise<void> {
     if (this.state === 'closed') return;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.retryTimer) { clearTimeout(this.retryTimer); this.retryTimer = null; }
     if (this.state === 'loaded' || this.state === 'loading') {
       let timer: NodeJS.Timeout | undefined;

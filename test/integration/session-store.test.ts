@@ -229,6 +229,28 @@ describe('session store (PostgreSQL)', function () {
     expect((await drain(b.outgoingStream({ id: 'away' }))).map((p) => [p.brokerCounter, p.messageId])).to.deep.equal([[9001, 3]]);
   });
 
+  it('cluster mode: takes over the sessions of an instance only once its lease is stale', async () => {
+    await query(url, 'TRUNCATE cluster_instances');
+    const p = await open({ instanceId: 'inst-p' });
+    await p.addSubscriptions({ id: 'held-by-p', clean: false }, [{ topic: 'acme/#', qos: 1 }]);
+    await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('acme/x'), publish('acme/x', 1));
+    const b = await open({ instanceId: 'inst-b' });
+    expect(b.holds('held-by-p'), 'not read by another instance at start-up').to.equal(false);
+    // P renewed its lease when it read its sessions: it is alive as far as the database can tell.
+    expect(await b.adoptInstance('inst-p')).to.equal(0);
+    expect(await p.ownerInstance('held-by-p')).to.equal('inst-p');
+    // P's lease goes stale (it died): now B takes its sessions, with their queues.
+    await query(url, "UPDATE cluster_instances SET seen_at = now() - interval '10 seconds' WHERE instance = 'inst-p'");
+    expect(await b.adoptInstance('inst-p')).to.equal(1);
+    expect(b.holds('held-by-p')).to.equal(true);
+    expect((await drain(b.outgoingStream({ id: 'held-by-p' }))).map((x) => x.payload?.toString())).to.deep.equal(['m1']);
+    expect(await b.ownerInstance('held-by-p')).to.equal('inst-b');
+    // P restarting after that reads nothing of it.
+    await p.close();
+    const p2 = await open({ instanceId: 'inst-p' });
+    expect(p2.holds('held-by-p')).to.equal(false);
+  });
+
   it('keeps changes in memory while the database is down, without holding anyone, and writes them when it returns', async () => {
     const a = await open();
     const client = { id: 'plant-hmi', clean: false };

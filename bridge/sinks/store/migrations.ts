@@ -303,6 +303,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE UNIQUE INDEX samples_topic_time ON samples (topic_id, time DESC);
     `,
   },
+  {
+    version: 9,
+    name: 'cluster instance leases',
+    sql: `
+      -- Cluster mode: each instance renews its row every 2 s while it can reach the database. The sessions of
+      -- an instance are taken over only once its lease is stale, in the same transaction that removes it, and
+      -- an instance renews its lease before it reads its sessions: a fast restart and a take-over cannot both
+      -- hold them.
+      CREATE TABLE cluster_instances (
+        instance  text PRIMARY KEY,
+        seen_at   timestamptz NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Arbitrary constant: the advisory lock that serialises migrations across instances. */
