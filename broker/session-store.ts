@@ -490,9 +490,7 @@ export class SessionStore extends EventEmitter {
    * snapshot; the queue in pages (it may hold millions of messages).
    */
   private async readInto(where: string, params: readonly unknown[], skip: (c: string) => boolean): Promise<void> {
-    const db = await this.opts.pool.connect();
-    try {
-      await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await inTransaction(this.opts.pool, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (db) => {
       const sessions = await db.query<{ client_id: string; seen_at: Date; username: string | null; instance: string | null }>(
         `SELECT client_id, seen_at, username, instance FROM mqtt_sessions WHERE ${where}`, [...params]);
       for (const r of sessions.rows) {
@@ -509,9 +507,6 @@ export class SessionStore extends EventEmitter {
         if (sub.qos > 0) this.trie.add(r.topic, { clientId: r.client_id, topic: r.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as TopicSub);
         this.touchLoaded(r.client_id);
       }
-      // Sequence numbers are shared by all instances of a cluster: continue after the highest anywhere.
-      const seqMax = await db.query<{ m: string | null }>('SELECT max(seq)::text AS m FROM mqtt_session_queue');
-      this.seq = Math.max(this.seq, Number(seqMax.rows[0]?.m ?? 0));
       const n = params.length;
       let after: [string, string] | null = null;
       for (;;) {
@@ -521,10 +516,14 @@ export class SessionStore extends EventEmitter {
            ORDER BY client_id, seq LIMIT $${n + 1}`,
           after === null ? [...params, LOAD_PAGE] : [...params, LOAD_PAGE, after[0], after[1]]);
         for (const r of page.rows) {
+          // A queue row is identified by (client, seq), and in a cluster another instance may have numbered
+          // it: new entries here continue after every seq read for the clients held here.
+          const seq = Number(r.seq_text);
+          if (seq > this.seq) this.seq = seq;
           if (skip(r.client_id)) continue;
           let q = this.outgoing.get(r.client_id);
           if (q === undefined) { q = []; this.outgoing.set(r.client_id, q); }
-          q.push({ seq: Number(r.seq_text), packet: decodePacket(r.packet, r.payload), stored: true });
+          q.push({ seq, packet: decodePacket(r.packet, r.payload), stored: true });
           this.stats.queued++;
           this.touchLoaded(r.client_id);
         }
@@ -540,12 +539,7 @@ export class SessionStore extends EventEmitter {
         if (m === undefined) { m = new Map(); this.incoming.set(r.client_id, m); }
         m.set(r.message_id, decodePacket(r.packet, r.payload));
       }
-      await db.query('COMMIT');
-      db.release();
-    } catch (e) {
-      db.release(true);
-      throw e;
-    }
+    });
   }
 
   // ---- cluster mode: sessions move with their clients ----
@@ -585,28 +579,15 @@ export class SessionStore extends EventEmitter {
     if (me === undefined || this.state !== 'loaded') return 0;
     // Only if its lease is stale (or it never had one), in one transaction with removing it: an instance
     // that renewed its lease (it is back, or was only unreachable over Redis) keeps its sessions.
-    const db = await this.opts.pool.connect();
-    let moved: pg.QueryResult<{ client_id: string }>;
-    try {
-      await db.query('BEGIN');
+    const ids = await inTransaction(this.opts.pool, 'BEGIN', async (db) => {
       const lease = await db.query<{ fresh: boolean }>(
         `SELECT seen_at > now() - make_interval(secs => $2) AS fresh FROM cluster_instances WHERE instance = $1 FOR UPDATE`, [instance, LEASE_STALE_MS / 1000]);
-      if (lease.rows[0]?.fresh === true) {
-        await db.query('ROLLBACK');
-        db.release();
-        return 0;
-      }
+      if (lease.rows[0]?.fresh === true) return [];
       await db.query('DELETE FROM cluster_instances WHERE instance = $1', [instance]);
-      moved = await db.query<{ client_id: string }>('UPDATE mqtt_sessions SET instance = $1 WHERE instance = $2 RETURNING client_id', [me, instance]);
-      await db.query('COMMIT');
-      db.release();
-    } catch (e) {
-      await db.query('ROLLBACK').catch(() => undefined);
-      db.release(true);
-      throw e;
-    }
-    if (moved.rows.length === 0) return 0;
-    const ids = moved.rows.map((r) => r.client_id);
+      const moved = await db.query<{ client_id: string }>('UPDATE mqtt_sessions SET instance = $1 WHERE instance = $2 RETURNING client_id', [me, instance]);
+      return moved.rows.map((r) => r.client_id);
+    });
+    if (ids.length === 0) return 0;
     for (const id of ids) this.releasedIds.delete(id);
     const held = new Set(ids.filter((id) => this.sessions.has(id)));
     await this.readInto('client_id = ANY($1::text[])', [ids], (c) => held.has(c));
@@ -826,24 +807,35 @@ export class SessionStore extends EventEmitter {
   }
 
   private async apply(ops: readonly Op[]): Promise<void> {
-    const client = await this.opts.pool.connect();
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.opts.pool, 'BEGIN', async (db) => {
       let i = 0;
       while (i < ops.length) {
         const kind: OpKind = ops[i]!.k;
         let j = i;
         while (j < ops.length && ops[j]!.k === kind) j++;
-        await runGroup(client, kind, ops.slice(i, j));
+        await runGroup(db, kind, ops.slice(i, j));
         i = j;
       }
-      await client.query('COMMIT');
-      client.release();
-    } catch (e) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      client.release(true);
-      throw e;
-    }
+    });
+  }
+}
+
+/**
+ * Runs `work` in one transaction on one pooled connection: committed when it returns, rolled back when it
+ * throws (the connection is then dropped rather than reused, whatever state it is in).
+ */
+async function inTransaction<T>(pool: pg.Pool, begin: string, work: (db: pg.PoolClient) => Promise<T>): Promise<T> {
+  const db = await pool.connect();
+  try {
+    await db.query(begin);
+    const out = await work(db);
+    await db.query('COMMIT');
+    db.release();
+    return out;
+  } catch (e) {
+    await db.query('ROLLBACK').catch(() => undefined);
+    db.release(true);
+    throw e;
   }
 }
 

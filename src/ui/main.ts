@@ -412,7 +412,7 @@ function rejectionsView(): void {
     h('h2', {}, 'Rejected messages'),
     h('p', { class: 'muted' }, 'Messages refused with a coded reason (also republished on $uns/rejected/<topic>), newest first.'),
     form, status,
-    h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...['Time', 'Code', 'Topic', 'Client', 'Reason', 'Payload'].map((t) => h('th', {}, t)))), body),
+    table(['Time', 'Code', 'Topic', 'Client', 'Reason', 'Payload'], body),
     more));
   fetchPage(true);
 }
@@ -427,8 +427,8 @@ interface Webhook {
 interface Delivery { id: string; event_type: string; status: string; attempts: number; dead_reason: string | null; created_at: string; last_attempt_at: string | null; response_code: number | null; latency_ms: number | null }
 interface Attempt { attempt: number; started_at: string; response_code: number | null; latency_ms: number; error_class: string | null; outcome: string; response_excerpt: string | null }
 
-function table(headers: readonly string[], body: HTMLTableSectionElement, id?: string): HTMLTableElement {
-  return h('table', { class: 'grid', ...(id ? { id } : {}) }, h('thead', {}, h('tr', {}, ...headers.map((t) => h('th', {}, t)))), body);
+function table(headers: readonly string[], body: HTMLTableSectionElement): HTMLTableElement {
+  return h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...headers.map((t) => h('th', {}, t)))), body);
 }
 
 function webhooksView(): void {
