@@ -55,6 +55,11 @@ export abstract class TempDaemon {
     chmodSync(this.dir, 0o755);
   }
 
+  /** The last of what it wrote (its log). */
+  output(): string {
+    return this.proc?.output() ?? '';
+  }
+
   async stop(): Promise<void> {
     const d = this.proc;
     this.proc = null;

@@ -40,6 +40,8 @@ export class TestMosquitto extends TempDaemon {
       'log_dest stderr',
       'log_type error',
       'log_type warning',
+      // Connections and disconnections: tests wait on them (output()).
+      'log_type notice',
     ];
     const names = Object.keys(this.users);
     if (names.length > 0) {
