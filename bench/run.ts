@@ -45,7 +45,9 @@
  * BENCH_SUBSCRIBE (1; 0 = no subscriber on acme/#: Aedes' fan-out to it otherwise bounds every scenario),
  * BENCH_WS_CLIENTS (100), BENCH_STORE_DAYS (7: ~1.47M rows a day), BENCH_QUERY_RUNS (20), BENCH_EXPORT_HOURS (48),
  * BENCH_OUTAGE_RATE (3000), BENCH_OUTAGE_SECONDS (60), BENCH_SPOOL_SEGMENTS (100000), BENCH_DRAIN_TIMEOUT (360: seconds
- * outage and spool-drain wait for /ready 200 once PostgreSQL is back; replay runs at a few hundred segments/s).
+ * outage and spool-drain wait for /ready 200 once PostgreSQL is back; replay runs at a few hundred segments/s),
+ * BENCH_SERVER_NODE_ARGS (node options of the uns-bridge processes, space-separated: `--cpu-prof --cpu-prof-dir=DIR`
+ * writes a profile of each server when it stops).
  */
 import { mkdtempSync, chmodSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -108,6 +110,8 @@ const settings = {
   spNodes: intEnv('BENCH_SP_NODES', 100, 1),
   spDevices: intEnv('BENCH_SP_DEVICES', 10, 1),
   spMetrics: intEnv('BENCH_SP_METRICS', 50, 1),
+  /** Node options for the uns-bridge processes only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+  serverNodeArgs: (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
   scenarios: new Set<ScenarioId>(
     (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.filter((id) => id !== 'soak').join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
       if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`BENCH_SCENARIOS: unknown scenario '${s}' (known: ${SCENARIOS.join(', ')})`);
@@ -196,7 +200,7 @@ async function startUns(name: string, databaseUrl: string | null, extraEnv: Read
   }, extraEnv);
   if (databaseUrl !== null) env['UNS_DATABASE_URL'] = databaseUrl;
   // pino writes to stdout: both streams go to the log file.
-  const proc = reg.spawnNode(name, [join(ROOT, 'dist', 'src', 'cli.js'), 'start'], { env, cwd: ROOT, logTo: logFile, stdoutToLog: true });
+  const proc = reg.spawnNode(name, [...settings.serverNodeArgs, join(ROOT, 'dist', 'src', 'cli.js'), 'start'], { env, cwd: ROOT, logTo: logFile, stdoutToLog: true });
   // The embedded PostgreSQL is the server's child; record it so it is ended even if the server is not.
   const adoptPg = setInterval(() => {
     const pid = postmasterPid(join(dataDir, 'pg'));

@@ -53,6 +53,9 @@ const QlobberSub = require('qlobber/aedes/qlobber-sub') as QlobberSubCtor;
 const { QlobberTrue } = require('qlobber') as { QlobberTrue: QlobberTrueCtor };
 const Packet = require('aedes-packet') as PacketCtor;
 const TRIE = { wildcard_one: '+', wildcard_some: '#', separator: '/' };
+/** Shared answers of the per-publish paths when there is nothing to do (never mutated by their callers). */
+const NO_SUBS: Promise<TopicSub[]> = Promise.resolve(Object.freeze([]) as unknown as TopicSub[]);
+const DONE: Promise<void> = Promise.resolve();
 
 export interface SessionStoreOptions {
   readonly pool: pg.Pool;
@@ -231,8 +234,10 @@ export class SessionStore extends EventEmitter {
     return { subsCount: this.trie.subscriptionsCount, clientsCount: this.subs.size };
   }
 
-  async subscriptionsByTopic(topic: string): Promise<TopicSub[]> {
-    return this.trie.match(topic);
+  /** Runs for every QoS > 0 publish: most match no persistent session, and then walk no trie nor make a promise. */
+  subscriptionsByTopic(topic: string): Promise<TopicSub[]> {
+    if (this.trie.subscriptionsCount === 0) return NO_SUBS;
+    return Promise.resolve(this.trie.match(topic));
   }
 
   async cleanSubscriptions(client: ClientRef): Promise<void> {
@@ -258,8 +263,11 @@ export class SessionStore extends EventEmitter {
     await this.durable();
   }
 
-  async outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: SessionPacket): Promise<void> {
-    if (subs.length === 0) return;
+  outgoingEnqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: SessionPacket): Promise<void> {
+    return subs.length === 0 ? DONE : this.enqueueCombi(subs, packet);
+  }
+
+  private async enqueueCombi(subs: ReadonlyArray<{ clientId: string }>, packet: SessionPacket): Promise<void> {
     const pre = packet.payload !== undefined ? this.queuedEarly.get(packet.payload) : undefined;
     if (pre !== undefined && pre.topic === packet.topic) {
       // Queued already, before its PUBACK (queueBeforeAck): those entries take this packet's identity, by
@@ -286,7 +294,7 @@ export class SessionStore extends EventEmitter {
    * wait for) when no persistent session subscribes to the topic.
    */
   queueBeforeAck(packet: SessionPacket): Promise<void> | null {
-    if (this.state !== 'loaded' || packet.qos !== 1 || packet.payload === undefined) return null;
+    if (this.state !== 'loaded' || packet.qos !== 1 || packet.payload === undefined || this.trie.subscriptionsCount === 0) return null;
     const subs = this.trie.match(packet.topic as string);
     if (subs.length === 0) return null;
     // An identity of its own until Aedes' publish gives it the one it delivers under (outgoingEnqueueCombi).

@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Logger } from '../../../src/core/index.js';
 import { migrate } from './migrations.js';
 import { setupTimescale, type TimescaleMode, type TimescaleStatus, type TimescalePolicy } from './timescale.js';
-import { numArray, textArray, boolArray } from './array-literal.js';
+import { boolArray, float8Array, int4Array, int8Array, jsonbArray, textArray, timestamptzArray } from './binary-array.js';
 import type { SampleRow, TopicMeta, WriteBatch, WriteItem, RetainedRow, RejectionRow, StateRow } from './rows.js';
 import { isRowError, describeDbError } from '../../../src/core/index.js';
 
@@ -332,7 +332,8 @@ export class PgStore {
     }
     if (k === 0) return NO_TALLY;
     if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
-    const params = [numArray(time), numArray(topic), numArray(num), textArray(text), boolArray(bool), textArray(json), textArray(bytes), textArray(quality), numArray(src)];
+    const params: Array<Buffer | string> = [timestamptzArray(time), int4Array(topic), float8Array(num), textArray(text), boolArray(bool),
+      jsonbArray(json), textArray(bytes), textArray(quality), int8Array(src)];
     // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
     // (ck: the sample has a key, and its message was not known to reuse a freed packet id).
     let extra = '';
@@ -343,14 +344,14 @@ export class PgStore {
       extra = ', $11::bool[]';
       cols = ', ck';
       dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples y WHERE y.topic_id = u.id
-         AND y.time BETWEEN to_timestamp((u.t / 1000.0 - $10) / 1000.0) AND to_timestamp((u.t / 1000.0 + $10) / 1000.0) AND y.src = u.s)`;
+         AND y.time BETWEEN u.t - $10 * interval '1 millisecond' AND u.t + $10 * interval '1 millisecond' AND y.src = u.s)`;
     }
     // xmax is not 0 on a row this statement updated rather than inserted; rows left alone are not returned.
     const r = await client.query<{ written: number; replaced: number }>(
       `WITH w AS (
          INSERT INTO samples AS x (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
-         SELECT to_timestamp(t / 1000000.0), id, n, tx, b, j, decode(by, 'base64'), q, s
-         FROM unnest($1::float8[], $2::int[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
+         SELECT t, id, n, tx, b, j, decode(by, 'base64'), q, s
+         FROM unnest($1::timestamptz[], $2::int4[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
            AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}
          ON CONFLICT (topic_id, time) DO UPDATE SET v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool,
            v_json = EXCLUDED.v_json, v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality, src = EXCLUDED.src
@@ -369,16 +370,17 @@ export class PgStore {
     // Replayed spool batches may be older than what is stored: never let an older value win.
     await client.query(
       `INSERT INTO last_values AS l (topic_id, time, received_at, v_num, v_text, v_bool, v_json, v_bytes, quality)
-       SELECT id, to_timestamp(t / 1000.0), to_timestamp(r / 1000.0), n, tx, b, j, decode(by, 'base64'), q
-       FROM unnest($1::int[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::bool[], $7::jsonb[], $8::text[], $9::text[])
+       SELECT id, t, r, n, tx, b, j, decode(by, 'base64'), q
+       FROM unnest($1::int4[], $2::timestamptz[], $3::timestamptz[], $4::float8[], $5::text[], $6::bool[], $7::jsonb[], $8::text[], $9::text[])
          AS u(id, t, r, n, tx, b, j, by, q)
        ON CONFLICT (topic_id) DO UPDATE SET time = EXCLUDED.time, received_at = EXCLUDED.received_at,
          v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool, v_json = EXCLUDED.v_json,
          v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality
        WHERE l.time <= EXCLUDED.time`,
-      [numArray(lv.map(([id]) => id)), numArray(lv.map(([, v]) => v.row.time)), numArray(lv.map(([, v]) => v.receivedAt)),
-        numArray(lv.map(([, v]) => v.row.num)), textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)),
-        textArray(lv.map(([, v]) => v.row.json)), textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
+      [int4Array(lv.map(([id]) => id)), timestamptzArray(lv.map(([, v]) => Math.round(v.row.time * 1000))),
+        timestamptzArray(lv.map(([, v]) => Math.round(v.receivedAt * 1000))), float8Array(lv.map(([, v]) => v.row.num)),
+        textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)), jsonbArray(lv.map(([, v]) => v.row.json)),
+        textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
     );
     return { overwritten, repeated };
   }
