@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL store: one transaction per batch (samples, topics, last values, retained messages,
  * rejections, spool marker), so a batch is either wholly durable or not at all. SQL is always
- * parameterised; rows travel as arrays through unnest() to keep it one round trip per table.
+ * parameterised; rows travel as binary arrays through unnest() to keep it one round trip per table. The usual
+ * batch (samples of known topics only) is one statement, its own transaction: one round trip in all.
  */
 import pg from 'pg';
 import type { Logger } from '../../../src/core/index.js';
@@ -135,6 +136,10 @@ export class PgStore {
 
   /** One transaction for the whole batch: wholly durable or not at all. */
   async writeBatch(batch: WriteBatch, opts: WriteOptions = {}): Promise<WriteOutcome> {
+    if (batch.segments === undefined && this.samplesOnly(batch.items, opts.dedupeWindowMs)) {
+      this.count(await this.writeSamplesAlone(batch.items));
+      return 'committed';
+    }
     let tally: SampleTally = NO_TALLY;
     const r = await this.transaction(batch, async (client, fresh, items) => {
       tally = await this.writeItems(client, items, fresh, opts);
@@ -265,124 +270,43 @@ export class PgStore {
     for (const row of r.rows) fresh.set(row.name, row.id);
   }
 
-  /**
-   * A sample is identified by (topic, time) (a unique index): the same reading written again is one row. A
-   * different value at the same instant replaces the stored one (last write wins) and is counted as
-   * overwritten; an identical one changes nothing and is counted as repeated. Within a batch the later of
-   * two samples with one identity wins the same way (one statement cannot touch a row twice).
-   */
+  /** The samples of a batch and their topics' latest values, inside the batch's transaction (see planSamples). */
   private async insertSamples(client: pg.PoolClient, items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): Promise<SampleTally> {
-    const n = items.reduce((a, i) => a + i.samples.length, 0);
-    if (n === 0) return NO_TALLY;
-    const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
-    const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
-    const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
-    // The twin check runs only where an item asks for it; every other batch takes the plain statement.
-    const check = dedupeWindowMs !== undefined && items.some(twinCheck) ? new Array<boolean>(n) : null;
-    // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
-    const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
-    // Keys met earlier in this statement (its NOT EXISTS below cannot see rows the statement itself inserts).
-    const seen = check === null ? null : new Map<string, number>();
-    // Identities met earlier in this batch, with their slot (built only once a batch has two samples of a topic).
-    let slots: Map<number, Map<number, number>> | null = null;
-    const firstSlot = new Map<number, number>();
-    let overwritten = 0;
-    let repeated = 0;
-    let k = 0;
-    for (const item of items) {
-      for (const s of item.samples) {
-        const ck = check !== null && s.src !== null && twinCheck(item);
-        if (seen !== null && s.src !== null) {
-          const key = `${s.topic}\u0000${s.src}`;
-          const t = seen.get(key);
-          if (ck && t !== undefined && Math.abs(t - s.time) <= (dedupeWindowMs as number)) continue; // a re-sent twin
-          seen.set(key, s.time);
-        }
-        const id = ids(s.topic);
-        // Whole microseconds, the store's resolution, computed once here: the identity this batch checks is
-        // exactly the one the unique index sees.
-        const us = Math.round(s.time * 1000);
-        let at = k;
-        const first = firstSlot.get(id);
-        if (first === undefined) {
-          firstSlot.set(id, k);
-        } else {
-          slots ??= new Map();
-          let byTime = slots.get(id);
-          if (byTime === undefined) {
-            byTime = new Map([[time[first] as number, first]]);
-            slots.set(id, byTime);
-          }
-          const twin = byTime.get(us);
-          if (twin !== undefined) {
-            at = twin;
-            if (num[at] === s.num && text[at] === s.text && bool[at] === s.bool && json[at] === s.json && bytes[at] === s.bytes && quality[at] === s.quality) repeated++;
-            else overwritten++;
-          } else {
-            byTime.set(us, k);
-          }
-        }
-        time[at] = us; topic[at] = id; num[at] = s.num; text[at] = s.text; bool[at] = s.bool;
-        json[at] = s.json; bytes[at] = s.bytes; quality[at] = s.quality; src[at] = s.src;
-        if (check !== null) check[at] = ck;
-        if (at === k) k++;
-        const prev = latest.get(id);
-        if (!s.hist && (!prev || prev.row.time <= s.time)) latest.set(id, { row: s, receivedAt: item.receivedAt });
-      }
-    }
-    if (k === 0) return NO_TALLY;
-    if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
-    const params: Array<Buffer | string> = [timestamptzArray(time), int4Array(topic), float8Array(num), textArray(text), boolArray(bool),
-      jsonbArray(json), textArray(bytes), textArray(quality), int8Array(src)];
-    // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
-    // (ck: the sample has a key, and its message was not known to reuse a freed packet id).
-    let extra = '';
-    let cols = '';
-    let dedupe = '';
-    if (check !== null) {
-      params.push(String(dedupeWindowMs), boolArray(check));
-      extra = ', $11::bool[]';
-      cols = ', ck';
-      dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples y WHERE y.topic_id = u.id
-         AND y.time BETWEEN u.t - $10 * interval '1 millisecond' AND u.t + $10 * interval '1 millisecond' AND y.src = u.s)`;
-    }
+    const plan = planSamples(items, ids, dedupeWindowMs);
+    if (plan.samples === null) return plan;
     // xmax is not 0 on a row this statement updated rather than inserted; rows left alone are not returned.
     const r = await client.query<{ written: number; replaced: number }>(
-      `WITH w AS (
-         INSERT INTO samples AS x (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
-         SELECT t, id, n, tx, b, j, decode(by, 'base64'), q, s
-         FROM unnest($1::timestamptz[], $2::int4[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
-           AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}
-         ON CONFLICT (topic_id, time) DO UPDATE SET v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool,
-           v_json = EXCLUDED.v_json, v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality, src = EXCLUDED.src
-         WHERE (x.v_num, x.v_text, x.v_bool, x.v_json, x.v_bytes, x.quality)
-           IS DISTINCT FROM (EXCLUDED.v_num, EXCLUDED.v_text, EXCLUDED.v_bool, EXCLUDED.v_json, EXCLUDED.v_bytes, EXCLUDED.quality)
-         RETURNING xmax)
-       SELECT count(*)::int AS written, (count(*) FILTER (WHERE xmax::text <> '0'))::int AS replaced FROM w`,
-      params,
-    );
-    const row = r.rows[0] ?? { written: k, replaced: 0 };
-    // Of the k rows sent: inserted, replacing a different stored value, or equal to the stored one (not returned).
-    overwritten += row.replaced;
-    repeated += k - row.written;
-    if (latest.size === 0) return { overwritten, repeated };
-    const lv = [...latest.entries()].sort((a, b) => a[0] - b[0]);
-    // Replayed spool batches may be older than what is stored: never let an older value win.
-    await client.query(
-      `INSERT INTO last_values AS l (topic_id, time, received_at, v_num, v_text, v_bool, v_json, v_bytes, quality)
-       SELECT id, t, r, n, tx, b, j, decode(by, 'base64'), q
-       FROM unnest($1::int4[], $2::timestamptz[], $3::timestamptz[], $4::float8[], $5::text[], $6::bool[], $7::jsonb[], $8::text[], $9::text[])
-         AS u(id, t, r, n, tx, b, j, by, q)
-       ON CONFLICT (topic_id) DO UPDATE SET time = EXCLUDED.time, received_at = EXCLUDED.received_at,
-         v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool, v_json = EXCLUDED.v_json,
-         v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality
-       WHERE l.time <= EXCLUDED.time`,
-      [int4Array(lv.map(([id]) => id)), timestamptzArray(lv.map(([, v]) => Math.round(v.row.time * 1000))),
-        timestamptzArray(lv.map(([, v]) => Math.round(v.receivedAt * 1000))), float8Array(lv.map(([, v]) => v.row.num)),
-        textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)), jsonbArray(lv.map(([, v]) => v.row.json)),
-        textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))],
-    );
-    return { overwritten, repeated };
+      `WITH w AS (${plan.samples.sql}) ${TALLY_SQL}`, plan.samples.params);
+    const tally = tallied(plan, r.rows[0]);
+    if (plan.lastValues !== null) await client.query(lastValuesSql(1), plan.lastValues);
+    return tally;
+  }
+
+  /**
+   * The usual batch: samples of known topics and nothing else. Its samples and latest values go in one
+   * statement, a transaction of its own: one round trip (a prepared statement) instead of four, so a busy
+   * event loop delays each batch once rather than at every step.
+   */
+  private samplesOnly(items: readonly WriteItem[], dedupeWindowMs: number | undefined): boolean {
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as WriteItem;
+      if (item.retained !== undefined || item.rejection !== undefined || item.state !== undefined || item.stale !== undefined) return false;
+      if (dedupeWindowMs !== undefined && twinCheck(item)) return false;
+      for (let j = 0; j < item.topics.length; j++) if (!this.topicIds.has((item.topics[j] as TopicMeta).name)) return false;
+    }
+    return true;
+  }
+
+  private async writeSamplesAlone(items: readonly WriteItem[]): Promise<SampleTally> {
+    const plan = planSamples(items, (name) => this.topicIds.get(name) ?? 0, undefined);
+    if (plan.samples === null) return plan;
+    const lv = plan.lastValues;
+    const r = await this.pool.query<{ written: number; replaced: number }>({
+      name: lv === null ? 'uns_samples' : 'uns_samples_latest',
+      text: `WITH w AS (${plan.samples.sql})${lv === null ? '' : `, lv AS (${lastValuesSql(plan.samples.params.length + 1)})`} ${TALLY_SQL}`,
+      values: lv === null ? plan.samples.params : [...plan.samples.params, ...lv],
+    });
+    return tallied(plan, r.rows[0]);
   }
 
   /**
@@ -497,6 +421,135 @@ export function storeRejection(item: WriteItem, error: Error): RejectionRow {
 }
 
 /** A possible re-send (not one known to reuse a freed packet id): its samples are checked for a stored twin. */
+/** Counts what the samples statement (CTE `w`) wrote: every row it inserted or changed. */
+const TALLY_SQL = "SELECT count(*)::int AS written, (count(*) FILTER (WHERE xmax::text <> '0'))::int AS replaced FROM w";
+
+/** The latest values of a batch, its parameters from $base on (replayed batches may be older than what is stored: never let an older value win). */
+function lastValuesSql(base: number): string {
+  const p = (i: number): string => `$${base + i}`;
+  return `INSERT INTO last_values AS l (topic_id, time, received_at, v_num, v_text, v_bool, v_json, v_bytes, quality)
+       SELECT id, t, r, n, tx, b, j, decode(by, 'base64'), q
+       FROM unnest(${p(0)}::int4[], ${p(1)}::timestamptz[], ${p(2)}::timestamptz[], ${p(3)}::float8[], ${p(4)}::text[], ${p(5)}::bool[], ${p(6)}::jsonb[], ${p(7)}::text[], ${p(8)}::text[])
+         AS u(id, t, r, n, tx, b, j, by, q)
+       ON CONFLICT (topic_id) DO UPDATE SET time = EXCLUDED.time, received_at = EXCLUDED.received_at,
+         v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool, v_json = EXCLUDED.v_json,
+         v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality
+       WHERE l.time <= EXCLUDED.time`;
+}
+
+/** A batch's samples as one statement's parameters, its latest values per topic, and what it already knows of repeats. */
+interface SamplePlan extends SampleTally {
+  /** The INSERT (… RETURNING xmax) and its parameters; null when no sample is left to write. */
+  readonly samples: { readonly sql: string; readonly params: Array<Buffer | string> } | null;
+  readonly lastValues: Buffer[] | null;
+  /** Rows sent. */
+  readonly k: number;
+}
+
+/** Of the k rows sent: inserted, replacing a different stored value, or equal to the stored one (not returned). */
+function tallied(plan: SamplePlan, row: { written: number; replaced: number } | undefined): SampleTally {
+  const r = row ?? { written: plan.k, replaced: 0 };
+  return { overwritten: plan.overwritten + r.replaced, repeated: plan.repeated + plan.k - r.written };
+}
+
+/**
+ * A sample is identified by (topic, time) (a unique index): the same reading written again is one row. A
+ * different value at the same instant replaces the stored one (last write wins) and is counted as
+ * overwritten; an identical one changes nothing and is counted as repeated. Within a batch the later of
+ * two samples with one identity wins the same way (one statement cannot touch a row twice).
+ */
+function planSamples(items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): SamplePlan {
+  const n = items.reduce((a, i) => a + i.samples.length, 0);
+  if (n === 0) return { ...NO_TALLY, samples: null, lastValues: null, k: 0 };
+  const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
+  const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
+  const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
+  // The twin check runs only where an item asks for it; every other batch takes the plain statement.
+  const check = dedupeWindowMs !== undefined && items.some(twinCheck) ? new Array<boolean>(n) : null;
+  // Latest row per topic for last_values: ON CONFLICT cannot touch one row twice in a statement.
+  const latest = new Map<number, { row: SampleRow; receivedAt: number }>();
+  // Keys met earlier in this statement (its NOT EXISTS below cannot see rows the statement itself inserts).
+  const seen = check === null ? null : new Map<string, number>();
+  // Identities met earlier in this batch, with their slot (built only once a batch has two samples of a topic).
+  let slots: Map<number, Map<number, number>> | null = null;
+  const firstSlot = new Map<number, number>();
+  let overwritten = 0;
+  let repeated = 0;
+  let k = 0;
+  for (const item of items) {
+    for (const s of item.samples) {
+      const ck = check !== null && s.src !== null && twinCheck(item);
+      if (seen !== null && s.src !== null) {
+        const key = `${s.topic}\u0000${s.src}`;
+        const t = seen.get(key);
+        if (ck && t !== undefined && Math.abs(t - s.time) <= (dedupeWindowMs as number)) continue; // a re-sent twin
+        seen.set(key, s.time);
+      }
+      const id = ids(s.topic);
+      // Whole microseconds, the store's resolution, computed once here: the identity this batch checks is
+      // exactly the one the unique index sees.
+      const us = Math.round(s.time * 1000);
+      let at = k;
+      const first = firstSlot.get(id);
+      if (first === undefined) {
+        firstSlot.set(id, k);
+      } else {
+        slots ??= new Map();
+        let byTime = slots.get(id);
+        if (byTime === undefined) {
+          byTime = new Map([[time[first] as number, first]]);
+          slots.set(id, byTime);
+        }
+        const twin = byTime.get(us);
+        if (twin !== undefined) {
+          at = twin;
+          if (num[at] === s.num && text[at] === s.text && bool[at] === s.bool && json[at] === s.json && bytes[at] === s.bytes && quality[at] === s.quality) repeated++;
+          else overwritten++;
+        } else {
+          byTime.set(us, k);
+        }
+      }
+      time[at] = us; topic[at] = id; num[at] = s.num; text[at] = s.text; bool[at] = s.bool;
+      json[at] = s.json; bytes[at] = s.bytes; quality[at] = s.quality; src[at] = s.src;
+      if (check !== null) check[at] = ck;
+      if (at === k) k++;
+      const prev = latest.get(id);
+      if (!s.hist && (!prev || prev.row.time <= s.time)) latest.set(id, { row: s, receivedAt: item.receivedAt });
+    }
+  }
+  if (k === 0) return { overwritten, repeated, samples: null, lastValues: null, k: 0 };
+  if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
+  const params: Array<Buffer | string> = [timestamptzArray(time), int4Array(topic), float8Array(num), textArray(text), boolArray(bool),
+    jsonbArray(json), textArray(bytes), textArray(quality), int8Array(src)];
+  // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
+  // (ck: the sample has a key, and its message was not known to reuse a freed packet id).
+  let extra = '';
+  let cols = '';
+  let dedupe = '';
+  if (check !== null) {
+    params.push(String(dedupeWindowMs), boolArray(check));
+    extra = ', $11::bool[]';
+    cols = ', ck';
+    dedupe = `WHERE NOT u.ck OR NOT EXISTS (SELECT 1 FROM samples y WHERE y.topic_id = u.id
+       AND y.time BETWEEN u.t - $10 * interval '1 millisecond' AND u.t + $10 * interval '1 millisecond' AND y.src = u.s)`;
+  }
+  const sql = `INSERT INTO samples AS x (time, topic_id, v_num, v_text, v_bool, v_json, v_bytes, quality, src)
+       SELECT t, id, n, tx, b, j, decode(by, 'base64'), q, s
+       FROM unnest($1::timestamptz[], $2::int4[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[], $8::text[], $9::int8[]${extra})
+         AS u(t, id, n, tx, b, j, by, q, s${cols}) ${dedupe}
+       ON CONFLICT (topic_id, time) DO UPDATE SET v_num = EXCLUDED.v_num, v_text = EXCLUDED.v_text, v_bool = EXCLUDED.v_bool,
+         v_json = EXCLUDED.v_json, v_bytes = EXCLUDED.v_bytes, quality = EXCLUDED.quality, src = EXCLUDED.src
+       WHERE (x.v_num, x.v_text, x.v_bool, x.v_json, x.v_bytes, x.quality)
+         IS DISTINCT FROM (EXCLUDED.v_num, EXCLUDED.v_text, EXCLUDED.v_bool, EXCLUDED.v_json, EXCLUDED.v_bytes, EXCLUDED.quality)
+       RETURNING xmax`;
+  const lv = [...latest.entries()].sort((a, b) => a[0] - b[0]);
+  const lastValues = lv.length === 0 ? null : [int4Array(lv.map(([id]) => id)), timestamptzArray(lv.map(([, v]) => Math.round(v.row.time * 1000))),
+      timestamptzArray(lv.map(([, v]) => Math.round(v.receivedAt * 1000))), float8Array(lv.map(([, v]) => v.row.num)),
+      textArray(lv.map(([, v]) => v.row.text)), boolArray(lv.map(([, v]) => v.row.bool)), jsonbArray(lv.map(([, v]) => v.row.json)),
+      textArray(lv.map(([, v]) => v.row.bytes)), textArray(lv.map(([, v]) => v.row.quality))];
+  return { overwritten, repeated, samples: { sql, params }, lastValues, k };
+}
+
 function twinCheck(item: WriteItem): boolean {
   return item.resendCheck === true && item.keyReused !== true;
 }
