@@ -7,7 +7,9 @@
  * over their own topics (catch-all route: stored as JSON, no deadband, so every acknowledged message is one
  * row). With `rate` > 0 the publishes follow a fixed schedule instead; PUBACK latency is then measured from
  * the scheduled time, so a full window shows up as latency rather than being hidden (coordinated omission).
- * One subscriber on `acme/#` measures publish -> delivery latency from the timestamp in the payload.
+ * Subscribers (`subscribers`, 1 by default) measure publish -> delivery latency from the timestamp in the
+ * payload: the first on `acme/#`, the others in turn on `acme/<site>/#` and `acme/<site>/<area>/#`, so their
+ * filters overlap; at the end every subscriber's deliveries are checked against what its filter covers.
  *
  * stdout: one JSON object per line: {"event":"connected"}, {"event":"measure-start","epoch"},
  * {"event":"measure-end","epoch"} (epoch: the payload clock at the window's edges, epoch ms), and last
@@ -16,7 +18,7 @@
 import { performance, monitorEventLoopDelay } from 'node:perf_hooks';
 import { LiteClient } from './mqtt-lite.js';
 import { Histogram, type LatencySummary } from './histogram.js';
-import { areaOf, topicsFor } from './topics.js';
+import { ALL_AREAS, SITES, areaOf, filterCoversArea, topicsFor } from './topics.js';
 import { EdgeFrames } from './sparkplug-frames.js';
 
 export interface LoadConfig {
@@ -34,6 +36,8 @@ export interface LoadConfig {
   /** Messages per second over all publishers; 0 = as fast as the windows allow. */
   readonly rate: number;
   readonly subscribe: boolean;
+  /** How many subscribers when `subscribe` (1). */
+  readonly subscribers?: number;
   readonly drainTimeoutS: number;
   /** Cluster runs: publishers go round-robin to these ports (else `port`), the subscriber to `subscriberPort`. */
   readonly publisherPorts?: readonly number[];
@@ -63,7 +67,7 @@ export interface LoadResult {
   readonly acked: number;
   readonly ackedPerS: number;
   readonly puback: LatencySummary;
-  readonly sub: LatencySummary & { readonly receivedInWindow: number; readonly receivedTotal: number };
+  readonly sub: LatencySummary & { readonly receivedInWindow: number; readonly receivedTotal: number; readonly subscribers: number; readonly expectedTotal: number };
   readonly totalSent: number;
   readonly totalAcked: number;
   readonly unackedAtEnd: number;
@@ -214,20 +218,29 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     }
   };
 
-  const subscriber = cfg.subscribe
-    ? new LiteClient(
-      { host: cfg.host, port: cfg.subscriberPort ?? cfg.port, clientId: 'bench-sub', username: cfg.username, password: cfg.password, keepaliveS: 60 },
-      { onPublish: onDelivery, onClose: (e) => noteError(`subscriber connection closed${e ? `: ${e.message}` : ''}`) },
-    )
-    : null;
+  const subCount = cfg.subscribe ? (cfg.subscribers ?? 1) : 0;
+  const subscribers = Array.from({ length: subCount }, (_, i) => {
+    const filter = subscriberFilter(i);
+    const sub = {
+      filter, received: 0,
+      client: new LiteClient(
+        { host: cfg.host, port: cfg.subscriberPort ?? cfg.port, clientId: `bench-sub-${i}`, username: cfg.username, password: cfg.password, keepaliveS: 60 },
+        { onPublish: (topic, payload) => { sub.received++; onDelivery(topic, payload); }, onClose: (e) => noteError(`subscriber ${i} connection closed${e ? `: ${e.message}` : ''}`) },
+      ),
+    };
+    return sub;
+  });
   const pubs = Array.from({ length: cfg.publishers }, (_, i) => new Publisher(i));
 
-  // Connect: the first alone (a password check may be cached after it), then the rest a few dozen at a time.
-  if (subscriber) {
-    await subscriber.connect();
-    const granted = await subscriber.subscribe('acme/#', 0);
-    if (granted[0] !== 0) throw new Error(`subscription to acme/# refused (SUBACK ${granted.join(',')})`);
-  }
+  // Publishers likewise.
+  // The first alone (a password check may be cached after it), then the rest a few dozen at a time.
+  const subscribeOne = async (sub: (typeof subscribers)[number]): Promise<void> => {
+    await sub.client.connect();
+    const granted = await sub.client.subscribe(sub.filter, 0);
+    if (granted[0] !== 0) throw new Error(`subscription to ${sub.filter} refused (SUBACK ${granted.join(',')})`);
+  };
+  if (subscribers[0]) await subscribeOne(subscribers[0]);
+  for (let i = 1; i < subscribers.length; i += 50) await Promise.all(subscribers.slice(i, i + 50).map(subscribeOne));
   const first = pubs[0];
   if (first) await first.client.connect();
   for (let i = 1; i < pubs.length; i += 50) await Promise.all(pubs.slice(i, i + 50).map((p) => p.client.connect()));
@@ -277,15 +290,17 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
   const backlogUnsent = pubs.reduce((n, p) => n + p.backlogDepth, 0);
   const drainUntil = performance.now() + cfg.drainTimeoutS * 1000;
   while (pubs.some((p) => p.inflight > 0 && p.client.isOpen) && performance.now() < drainUntil) await sleep(20);
-  if (subscriber) {
-    let last = -1;
-    const quietUntil = performance.now() + 5_000;
-    while (subTotal !== last && subTotal < totalAcked && performance.now() < quietUntil) { last = subTotal; await sleep(300); }
-  }
-  const unackedAtEnd = pubs.reduce((n, p) => n + p.inflight, 0);
-  await Promise.all([...pubs.map((p) => p.client.end()), subscriber?.end()]);
   const ackedByArea: Record<string, number> = {};
   for (const p of pubs) ackedByArea[areaOf(p.index)] = (ackedByArea[areaOf(p.index)] ?? 0) + p.acked;
+  // Every acknowledged message, once per subscriber whose filter covers its area.
+  const subExpected = subscribers.reduce((n, sub) => n + Object.entries(ackedByArea).reduce((m, [area, c]) => m + (filterCoversArea(sub.filter, area) ? c : 0), 0), 0);
+  if (subscribers.length > 0) {
+    let last = -1;
+    const quietUntil = performance.now() + 5_000;
+    while (subTotal !== last && subTotal < subExpected && performance.now() < quietUntil) { last = subTotal; await sleep(300); }
+  }
+  const unackedAtEnd = pubs.reduce((n, p) => n + p.inflight, 0);
+  await Promise.all([...pubs.map((p) => p.client.end()), ...subscribers.map((sub) => sub.client.end())]);
 
   return {
     event: 'result',
@@ -299,7 +314,7 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     acked: windowAcked,
     ackedPerS: Math.round((windowAcked * 1000) / measuredMs),
     puback: pubHist.summary(),
-    sub: { ...subHist.summary(), receivedInWindow: subInWindow, receivedTotal: subTotal },
+    sub: { ...subHist.summary(), receivedInWindow: subInWindow, receivedTotal: subTotal, subscribers: subscribers.length, expectedTotal: subExpected },
     totalSent,
     totalAcked,
     unackedAtEnd,
@@ -311,6 +326,13 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     loadCpuPct: Math.round(((cpu.user + cpu.system) / 1000 / measuredMs) * 1000) / 10,
     loopLagP99Ms: Math.max(0, Math.round(loop.percentile(99) / 1e4 - LOOP_RESOLUTION_MS * 100) / 100),
   };
+}
+
+/** Subscriber i's filter: `acme/#` first, then sites and areas in turn (overlapping filters). */
+function subscriberFilter(i: number): string {
+  if (i === 0) return 'acme/#';
+  const shapes = [...SITES.map((site) => `acme/${site}/#`), ...ALL_AREAS.map((area) => `${area}/#`)];
+  return shapes[(i - 1) % shapes.length] as string;
 }
 
 const arg = process.argv[2];

@@ -172,7 +172,8 @@ export function notes(results: readonly ScenarioResult[]): string[] {
   const out: string[] = [];
   for (const r of results) {
     const l = r.load;
-    const consumers = r.ws ? `no MQTT subscriber (${r.ws.clients} WebSocket clients instead)` : `subscriber got ${l.sub.receivedTotal}`;
+    const consumers = r.ws ? `no MQTT subscriber (${r.ws.clients} WebSocket clients instead)` : l.sub.subscribers === 0 ? 'no subscriber'
+      : `${l.sub.subscribers} subscriber${l.sub.subscribers === 1 ? '' : 's'} got ${l.sub.receivedTotal} of ${l.sub.expectedTotal} deliveries (${int(Math.round(l.sub.receivedInWindow / l.measuredS))}/s in the window)`;
     const bits = [`${r.id}: ${l.publishers} publishers x ${l.window} in flight, ${l.topics} topics, ${l.measuredS} s measured; ` +
       `sent ${l.totalSent}, acked ${l.totalAcked}, unacked at end ${l.unackedAtEnd}; ${consumers}`];
     if (r.store) bits.push(`  store: ${r.store}`);

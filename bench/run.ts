@@ -43,6 +43,7 @@
  * Environment: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_PUBLISHERS (200), BENCH_WINDOW (20),
  * BENCH_TOPICS_PER_PUBLISHER (8), BENCH_RATE (10000), BENCH_SCENARIOS (comma list of the ids above),
  * BENCH_SUBSCRIBE (1; 0 = no subscriber on acme/#: Aedes' fan-out to it otherwise bounds every scenario),
+ * BENCH_SUBSCRIBERS (1: how many; the first on acme/#, the others on overlapping site and area filters),
  * BENCH_WS_CLIENTS (100), BENCH_STORE_DAYS (7: ~1.47M rows a day), BENCH_QUERY_RUNS (20), BENCH_EXPORT_HOURS (48),
  * BENCH_OUTAGE_RATE (3000), BENCH_OUTAGE_SECONDS (60), BENCH_SPOOL_SEGMENTS (100000), BENCH_DRAIN_TIMEOUT (360: seconds
  * outage and spool-drain wait for /ready 200 once PostgreSQL is back; replay runs at a few hundred segments/s),
@@ -96,6 +97,7 @@ const settings = {
   topicsPerPublisher: intEnv('BENCH_TOPICS_PER_PUBLISHER', 8, 1),
   rate: intEnv('BENCH_RATE', 10_000, 1),
   subscribe: intEnv('BENCH_SUBSCRIBE', 1, 0) !== 0,
+  subscribers: intEnv('BENCH_SUBSCRIBERS', 1, 1),
   wsClients: intEnv('BENCH_WS_CLIENTS', 100, 1),
   storeDays: intEnv('BENCH_STORE_DAYS', 7, 1),
   queryRuns: intEnv('BENCH_QUERY_RUNS', 20, 1),
@@ -302,7 +304,7 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
     label: t.id, host: '127.0.0.1', port: t.port,
     ...(t.auth ? { username: ADMIN.username, password: ADMIN.password } : {}),
     publishers: settings.publishers, window: settings.window, topicsPerPublisher: settings.topicsPerPublisher,
-    warmupS: settings.warmupS, seconds: settings.seconds, rate: t.rate, subscribe: settings.subscribe, drainTimeoutS: 15,
+    warmupS: settings.warmupS, seconds: settings.seconds, rate: t.rate, subscribe: settings.subscribe, subscribers: settings.subscribers, drainTimeoutS: 15,
     ...t.load,
   };
   const sampler = new MemorySampler(t.serverPid, t.pgRoot);
@@ -328,7 +330,7 @@ async function runLoad(t: ScenarioTarget): Promise<Omit<ScenarioResult, 'serverL
       let ev: { event?: string; epoch?: number };
       try { ev = JSON.parse(line) as { event?: string; epoch?: number }; } catch { return; }
       t.onEvent?.(ev, t.serverPid);
-      if (ev.event === 'connected') progress(`${t.id}: ${cfg.publishers} publishers${cfg.subscribe ? ' + 1 subscriber' : ''} connected; warm-up ${cfg.warmupS} s, then ${cfg.seconds} s measured`);
+      if (ev.event === 'connected') progress(`${t.id}: ${cfg.publishers} publishers${cfg.subscribe ? ` + ${cfg.subscribers ?? 1} subscriber(s)` : ''} connected; warm-up ${cfg.warmupS} s, then ${cfg.seconds} s measured`);
       if (ev.event === 'measure-start') hooks.push(snapshot().then((s) => { snaps.start = s; }));
       if (ev.event === 'measure-end') hooks.push(snapshot().then((s) => { snaps.end = s; }));
       if (ev.event === 'result') result = ev as LoadResult;
@@ -768,6 +770,10 @@ async function main(): Promise<void> {
     if (r.persisted && r.persisted.lost > 0) p.push(`${r.id}: ${r.persisted.lost} acknowledged messages are NOT in the store`);
     if (r.persisted && r.persisted.rejections > 0) p.push(`${r.id}: ${r.persisted.rejections} messages rejected`);
     if (r.load.unackedAtEnd > 0) p.push(`${r.id}: ${r.load.unackedAtEnd} publishes never acknowledged`);
+    const sub = r.load.sub;
+    if (sub.subscribers > 0 && sub.receivedTotal !== sub.expectedTotal) {
+      p.push(`${r.id}: subscribers got ${sub.receivedTotal} of ${sub.expectedTotal} deliveries (QoS 0: a subscriber that falls behind loses messages)`);
+    }
     if (r.load.connectionErrors.length > 0) p.push(`${r.id}: ${r.load.connectionErrors.length} connections dropped`);
     if (r.serverLog && (r.serverLog.errors > 0 || r.serverLog.warnings > 0)) p.push(`${r.id}: server logged ${r.serverLog.errors} errors, ${r.serverLog.warnings} warnings`);
     if (r.serverLog && !r.serverLog.clean) p.push(`${r.id}: server ${r.serverLog.exit}`);
