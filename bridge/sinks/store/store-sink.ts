@@ -13,6 +13,7 @@ import type { RouteSpec } from '../../../src/core/index.js';
 import type { StoreWriter, WriteResult } from './store-writer.js';
 import { ReceiptClock, messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
 import type { StateRow, WriteItem } from './rows.js';
+import { RecentKeys } from './recent-keys.js';
 
 export type Answer = (o: IngestOutcome) => void;
 
@@ -49,27 +50,13 @@ export type Fate = 'written' | 'duplicate';
  */
 const RESEND_LAG_MS = 120_000;
 
-interface RecentMessage {
-  readonly connection: number | undefined;
-  readonly at: number;
-  durable: boolean;
-  /** Re-sends waiting for the original to become durable. */
-  waiters: Answer[] | null;
-  /** Its position in the eviction ring. */
-  slot: number;
-}
-
 export class StoreSink {
   readonly stats: StoreSinkStats = { storeRejected: 0, duplicatesDropped: 0, deadbandSkipped: 0, backpressureHolds: 0 };
   private readonly lastStored = new Map<string, number>();
   /** Redelivery keys of recent QoS > 0 messages (bounded). */
-  private readonly recent = new Map<number, RecentMessage>();
-  /**
-   * The same keys in arrival order, as a ring (NaN: empty): the oldest is evicted by position. (Evicting
-   * through Map.keys().next() costs a walk over every deleted slot at the table's front: quadratic under load.)
-   */
-  private readonly ring: Float64Array;
-  private ringAt = 0;
+  private readonly recent: RecentKeys;
+  /** Re-sends waiting for their original to become durable, by the original's generation in `recent`. */
+  private readonly waiting = new Map<number, Answer[]>();
   /** When recent connections closed (epoch ms), bounded. */
   private readonly closedAt = new Map<number, number>();
   /** Revisions grow across restarts too: start from the clock. */
@@ -77,7 +64,7 @@ export class StoreSink {
   private readonly receipt = new ReceiptClock();
 
   constructor(private readonly opts: StoreSinkOptions) {
-    this.ring = new Float64Array(opts.recentKeys ?? 100_000).fill(Number.NaN);
+    this.recent = new RecentKeys(opts.recentKeys ?? 100_000);
   }
 
   /** The broker lost or closed a connection: its last messages are the ones whose PUBACK may be lost. */
@@ -171,45 +158,52 @@ export class StoreSink {
    */
   private submitTracked(msg: UnsMessage, record: InboundRecord, original: WriteItem, key: number, answer: Answer): Fate {
     let item = original;
-    const prev = this.recent.get(key);
-    const lag = this.opts.resendLagMs ?? RESEND_LAG_MS;
-    const resent = prev !== undefined && record.receivedAt - prev.at <= this.opts.dupWindowMs && (record.source.dup ||
-      (prev.connection !== record.source.connection && (this.closedAt.get(prev.connection as number) ?? record.receivedAt) - prev.at <= lag));
-    if (resent) {
-      this.stats.duplicatesDropped++;
-      if (prev.durable) answer({});
-      else (prev.waiters ??= []).push(answer);
-      return 'duplicate';
+    const slot = this.recent.find(key);
+    if (slot >= 0) {
+      const lag = this.opts.resendLagMs ?? RESEND_LAG_MS;
+      const prevAt = this.recent.arrivedAt(slot);
+      const prevConnection = this.recent.connectionOf(slot);
+      const resent = record.receivedAt - prevAt <= this.opts.dupWindowMs && (record.source.dup ||
+        (prevConnection !== record.source.connection && (this.closedAt.get(prevConnection) ?? record.receivedAt) - prevAt <= lag));
+      if (resent) {
+        this.stats.duplicatesDropped++;
+        if (this.recent.isDurable(slot)) {
+          answer({});
+        } else {
+          const gen = this.recent.generationOf(slot);
+          const waiters = this.waiting.get(gen);
+          if (waiters) waiters.push(answer);
+          else this.waiting.set(gen, [answer]);
+        }
+        return 'duplicate';
+      }
+      // Seen before, but not a re-send: a new message reusing the key (replay must not take it for a twin).
+      item = { ...item, keyReused: true };
+    } else if (record.source.maybeResend) {
+      // Not remembered, but possibly a re-send (DUP, or early in a connection, after a restart of ours): the
+      // store's insert skips it if its key is already stored near its time, and so does replay if it is spooled.
+      item = { ...item, resendCheck: true };
     }
-    // Seen before, but not a re-send: a new message reusing the key (replay must not take it for a twin).
-    if (prev !== undefined) item = { ...item, keyReused: true };
-    // Not remembered, but possibly a re-send (DUP, or early in a connection, after a restart of ours): the
-    // store's insert skips it if its key is already stored near its time, and so does replay if it is spooled.
-    else if (record.source.maybeResend) item = { ...item, resendCheck: true };
     this.remember(msg, key, record, item, answer);
     return 'written';
   }
 
   private remember(msg: UnsMessage, key: number, record: InboundRecord, item: WriteItem, answer: Answer): void {
-    const entry: RecentMessage = { connection: record.source.connection, at: record.receivedAt, durable: false, waiters: null, slot: this.ringAt };
-    const evict = this.ring[this.ringAt] as number;
-    // The slot's key may have been remembered again since (a newer entry): only an entry this old goes.
-    if (!Number.isNaN(evict) && this.recent.get(evict)?.slot === this.ringAt) this.recent.delete(evict);
-    this.ring[this.ringAt] = key;
-    this.ringAt = (this.ringAt + 1) % this.ring.length;
-    this.recent.set(key, entry);
+    const slot = this.recent.add(key, record.source.connection as number, record.receivedAt);
+    const gen = this.recent.generationOf(slot);
     this.opts.writer.submit(item, (r) => {
       const out = this.outcome(record, r, {});
-      if (r.error) {
+      if (this.recent.holds(slot, gen)) {
         // Not durable: the client sends again; that copy must not be taken for a duplicate.
-        if (this.recent.get(key) === entry) this.recent.delete(key);
-      } else {
-        entry.durable = true;
+        if (r.error) this.recent.forget(slot);
+        else this.recent.markDurable(slot);
       }
       answer(out);
-      const waiters = entry.waiters;
-      entry.waiters = null;
-      if (waiters) for (const w of waiters) w(r.error ? out : {});
+      const waiters = this.waiting.get(gen);
+      if (waiters) {
+        this.waiting.delete(gen);
+        for (const w of waiters) w(r.error ? out : {});
+      }
       if (!r.error && !r.refused) this.opts.onDurable(msg);
     });
   }
