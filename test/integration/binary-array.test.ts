@@ -35,18 +35,19 @@ describe('binary array parameters', function () {
   });
 
   it('int4 and int8: signs, limits and decimal strings', async () => {
-    expect(await roundTrip(int4Array([0, -1, 2147483647, -2147483648, null]), 'int4[]')).to.deep.equal(['0', '-1', '2147483647', '-2147483648', null]);
+    expect(await roundTrip(int4Array([0, -1, 2147483647, -2147483648]), 'int4[]')).to.deep.equal(['0', '-1', '2147483647', '-2147483648']);
+    expect(await roundTrip(int4Array(Int32Array.of(7, -7)), 'int4[]')).to.deep.equal(['7', '-7']);
     const big = Number.MAX_SAFE_INTEGER;
     expect(await roundTrip(int8Array([0, -1, big, -big, '4294967296', null, 4294967295]), 'int8[]'))
       .to.deep.equal(['0', '-1', String(big), String(-big), '4294967296', null, '4294967295']);
     expect(() => int8Array([2 ** 60])).to.throw(RangeError);
   });
 
-  it('timestamptz: epoch microseconds, before and after 2000, to the microsecond', async () => {
+  it('timestamptz: epoch microseconds, before and after 2000, to the microsecond (typed arrays too)', async () => {
     await c.query("SET TIME ZONE 'UTC'");
-    const us = [Date.UTC(2026, 11, 5, 13, 14, 15) * 1000 + 123_456, 0, Date.UTC(1999, 11, 31, 23, 59, 59) * 1000 + 999_999, null];
+    const us = Float64Array.of(Date.UTC(2026, 11, 5, 13, 14, 15) * 1000 + 123_456, 0, Date.UTC(1999, 11, 31, 23, 59, 59) * 1000 + 999_999);
     expect(await roundTrip(timestamptzArray(us), 'timestamptz[]'))
-      .to.deep.equal(['2026-12-05 13:14:15.123456+00', '1970-01-01 00:00:00+00', '1999-12-31 23:59:59.999999+00', null]);
+      .to.deep.equal(['2026-12-05 13:14:15.123456+00', '1970-01-01 00:00:00+00', '1999-12-31 23:59:59.999999+00']);
     expect(() => timestamptzArray([1.5])).to.throw(RangeError);
   });
 

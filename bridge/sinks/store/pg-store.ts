@@ -461,7 +461,8 @@ function tallied(plan: SamplePlan, row: { written: number; replaced: number } | 
 function planSamples(items: readonly WriteItem[], ids: (name: string) => number, dedupeWindowMs?: number): SamplePlan {
   const n = items.reduce((a, i) => a + i.samples.length, 0);
   if (n === 0) return { ...NO_TALLY, samples: null, lastValues: null, k: 0 };
-  const time = new Array<number>(n), topic = new Array<number>(n), num = new Array<number | null>(n);
+  // Typed where no element is NULL: unboxed numbers, read back without allocating.
+  const time = new Float64Array(n), topic = new Int32Array(n), num = new Array<number | null>(n);
   const text = new Array<string | null>(n), bool = new Array<boolean | null>(n), json = new Array<string | null>(n);
   const bytes = new Array<string | null>(n), quality = new Array<string | null>(n), src = new Array<string | null>(n);
   // The twin check runs only where an item asks for it; every other batch takes the plain statement.
@@ -518,8 +519,8 @@ function planSamples(items: readonly WriteItem[], ids: (name: string) => number,
     }
   }
   if (k === 0) return { overwritten, repeated, samples: null, lastValues: null, k: 0 };
-  if (k < n) for (const a of [time, topic, num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
-  const params: Array<Buffer | string> = [timestamptzArray(time), int4Array(topic), float8Array(num), textArray(text), boolArray(bool),
+  if (k < n) for (const a of [num, text, bool, json, bytes, quality, src, check]) if (a !== null) a.length = k;
+  const params: Array<Buffer | string> = [timestamptzArray(time.subarray(0, k)), int4Array(topic.subarray(0, k)), float8Array(num), textArray(text), boolArray(bool),
     jsonbArray(json), textArray(bytes), textArray(quality), int8Array(src)];
   // Replay only: a sample whose redelivery key is already stored near its time is a re-sent message's twin
   // (ck: the sample has a key, and its message was not known to reuse a freed packet id).

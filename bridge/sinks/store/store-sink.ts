@@ -11,7 +11,7 @@ import type { IngestOutcome } from '../../../src/core/index.js';
 import { rejection, type InboundRecord, type Point, type Rejection, type UnsMessage } from '../../../src/core/index.js';
 import type { RouteSpec } from '../../../src/core/index.js';
 import type { StoreWriter, WriteResult } from './store-writer.js';
-import { ReceiptClock, messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
+import { ReceiptClock, TopicMetas, messageToItem, redeliveryKey, rejectionToItem, retainedDeleteItem } from './to-rows.js';
 import type { StateRow, WriteItem } from './rows.js';
 import { RecentKeys } from './recent-keys.js';
 
@@ -62,6 +62,7 @@ export class StoreSink {
   /** Revisions grow across restarts too: start from the clock. */
   private stateRev = Date.now() * 1000;
   private readonly receipt = new ReceiptClock();
+  private readonly metas = new TopicMetas();
 
   constructor(private readonly opts: StoreSinkOptions) {
     this.recent = new RecentKeys(opts.recentKeys ?? 100_000);
@@ -81,7 +82,7 @@ export class StoreSink {
     if (!msg.store) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     const points = this.deadband(msg.points, route);
     const key = redeliveryKey(record);
-    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key), this.receipt);
+    let item = messageToItem(points === msg.points ? msg : { ...msg, points }, record, key === null ? null : String(key), this.receipt, this.metas);
     if (stateKey !== undefined) item = { ...item, state: this.stateRow(stateKey) };
     if (item.samples.length === 0 && !item.retained && !item.state && !item.stale) { this.opts.onDurable(msg); this.release(answer, {}); return 'written'; }
     if (key !== null && record.source.connection !== undefined) return this.submitTracked(msg, record, item, key, answer);

@@ -64,6 +64,26 @@ export class ReceiptClock {
   }
 }
 
+/**
+ * A topic's metadata row as a one-element list, made once per topic and handed to every item of it (the
+ * same for every message: its route, unit and ISA-95 levels, which the levels stage caches per topic too).
+ */
+export class TopicMetas {
+  private readonly byTopic = new Map<string, readonly TopicMeta[]>();
+
+  constructor(private readonly max = 100_000) {}
+
+  of(name: string, levels: TopicMeta['levels'], route: string, unit: string | null): readonly TopicMeta[] {
+    const held = this.byTopic.get(name);
+    const m = held?.[0];
+    if (m !== undefined && m.levels === levels && m.route === route && m.unit === unit) return held as readonly TopicMeta[];
+    if (this.byTopic.size >= this.max) this.byTopic.clear();
+    const made = Object.freeze([Object.freeze({ name, levels, route, unit })]);
+    this.byTopic.set(name, made);
+    return made;
+  }
+}
+
 function sample(p: Point, src: string | null, time: number): SampleRow {
   const v: Value = p.value;
   const quality = p.quality === 'good' ? null : p.quality;
@@ -103,8 +123,12 @@ function retained(record: InboundRecord, msg: UnsMessage): RetainedRow | undefin
   return { topic: record.topic, payload: Buffer.from(record.payload).toString('base64'), qos: record.source.qos };
 }
 
-/** `clock`: separates samples timed at receipt (see ReceiptClock); null keeps every point's own time. */
-export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null, clock: ReceiptClock | null = null): WriteItem {
+/**
+ * `clock`: separates samples timed at receipt (see ReceiptClock); null keeps every point's own time. `metas`:
+ * the topic rows of single-point messages are shared per topic (see TopicMetas).
+ */
+export function messageToItem(msg: UnsMessage, record: InboundRecord, src: string | null, clock: ReceiptClock | null = null,
+  metas: TopicMetas | null = null): WriteItem {
   const at = (p: Point): number => (clock === null ? p.timestamp : clock.time(p.topic, p.timestamp, record.receivedAt));
   const pts = msg.points;
   if (msg.session?.online === false) {
@@ -114,7 +138,9 @@ export function messageToItem(msg: UnsMessage, record: InboundRecord, src: strin
   if (pts.length === 1 && !pts[0]?.transient) {
     const p = pts[0] as Point;
     return {
-      samples: [sample(p, src, at(p))], topics: [{ name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null }],
+      samples: [sample(p, src, at(p))],
+      topics: metas === null ? [{ name: p.topic, levels: p.path ?? msg.path, route: msg.route, unit: p.unit ?? null }]
+        : metas.of(p.topic, p.path ?? msg.path, msg.route, p.unit ?? null),
       retained: retained(record, msg), receivedAt: record.receivedAt,
     };
   }
