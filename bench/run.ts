@@ -47,7 +47,7 @@
  * BENCH_WS_CLIENTS (100), BENCH_STORE_DAYS (7: ~1.47M rows a day), BENCH_QUERY_RUNS (20), BENCH_EXPORT_HOURS (48),
  * BENCH_OUTAGE_RATE (3000), BENCH_OUTAGE_SECONDS (60), BENCH_SPOOL_SEGMENTS (100000), BENCH_DRAIN_TIMEOUT (360: seconds
  * outage and spool-drain wait for /ready 200 once PostgreSQL is back; replay runs at a few hundred segments/s),
- * BENCH_SERVER_NODE_ARGS (node options of the uns-bridge processes, space-separated: `--cpu-prof --cpu-prof-dir=DIR`
+ * BENCH_SERVER_NODE_ARGS (node options of the servers measured, bare Aedes included, space-separated: `--cpu-prof --cpu-prof-dir=DIR`
  * writes a profile of each server when it stops).
  */
 import { mkdtempSync, chmodSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
@@ -112,7 +112,7 @@ const settings = {
   spNodes: intEnv('BENCH_SP_NODES', 100, 1),
   spDevices: intEnv('BENCH_SP_DEVICES', 10, 1),
   spMetrics: intEnv('BENCH_SP_METRICS', 50, 1),
-  /** Node options for the uns-bridge processes only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+  /** Node options of the servers measured (uns-bridge and bare Aedes), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
   serverNodeArgs: (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
   scenarios: new Set<ScenarioId>(
     (process.env['BENCH_SCENARIOS'] ?? SCENARIOS.filter((id) => id !== 'soak').join(',')).split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
@@ -498,7 +498,7 @@ async function externalScenario(): Promise<ScenarioResult> {
 
 async function bareScenario(id: 'bare-aedes' | 'bare-aedes-end'): Promise<ScenarioResult> {
   progress(`${id}: starting the reference broker`);
-  const proc = reg.spawnNode('bare-aedes', [join(DIST_BENCH, 'bare-aedes.js'), '0']);
+  const proc = reg.spawnNode('bare-aedes', [...settings.serverNodeArgs, join(DIST_BENCH, 'bare-aedes.js'), '0']);
   try {
     const port = await new Promise<number>((res, rej) => {
       const rl = createInterface({ input: proc.child.stdout! });
