@@ -88,7 +88,12 @@ interface UnsClient extends Client {
   unsEmptyId?: boolean;
   /** Highest QoS granted to any of its subscriptions. */
   unsMaxSubQos?: number;
+  /** Topics this connection has been let write (its principal and the limits do not change while it lasts). */
+  unsWritable?: Set<string>;
 }
+
+/** Topics remembered as writable per connection (a device publishes to the same few, over and over). */
+const WRITABLE_CACHE = 1024;
 
 type AuthError = Error & { returnCode: number };
 
@@ -321,8 +326,13 @@ export class UnsBroker {
     if (client === null) { cb(null); return; } // the broker's own publishes ($SYS)
     const principal = client.uns;
     if (!principal) { this.deny(client, 'UNS_ERR_NOT_AUTHORIZED', topic, 'not authenticated', cb); return; }
-    const refused = checkWrite(topic, principal.perms, this.topicLimits, principal.username || 'this client');
-    if (refused !== null) { this.deny(client, refused.code, topic, refused.reason, cb); return; }
+    const writable = (client.unsWritable ??= new Set());
+    if (!writable.has(topic)) {
+      const refused = checkWrite(topic, principal.perms, this.topicLimits, principal.username || 'this client');
+      if (refused !== null) { this.deny(client, refused.code, topic, refused.reason, cb); return; }
+      if (writable.size >= WRITABLE_CACHE) writable.clear();
+      writable.add(topic);
+    }
 
     const record: InboundRecord = {
       topic,
