@@ -31,7 +31,7 @@ export interface MetricSources {
   /** Persistent MQTT sessions (SessionStoreStats), embedded broker only. */
   sessions?(): { loaded: boolean; sessions: number; queued: number; dropped: number; expired: number; unsaved: number; failingSince: number | null };
   /** Committed samples that met a stored one of the same topic and time. */
-  samples?(): { overwritten: number; repeated: number };
+  samples?(): { overwritten: number; repeated: number; oneStatementBatches: number; transactionBatches: number };
   /** The certificate in service when TLS is on: when it expires (ISO date as OpenSSL prints it). */
   tlsCertificate?(): { validTo: string } | null;
   /** Webhook deliveries (DispatcherStats). */
@@ -158,6 +158,16 @@ export class Metrics {
     if (samples) {
       counterFrom('uns_store_samples_overwritten_total', 'Samples that replaced a stored one of the same topic and time with a different value (last write wins).', () => samples().overwritten);
       counterFrom('uns_store_samples_repeated_total', 'Samples equal to a stored one of the same topic and time (a reading sent again): nothing changed.', () => samples().repeated);
+      new Counter({
+        name: 'uns_store_batches_total', help: 'Live batches sent to the store, by how: one statement (samples of known topics) or a transaction (new topics, retained, rejections, state).',
+        labelNames: ['path'], registers: reg,
+        collect() {
+          this.reset();
+          const s = samples();
+          this.inc({ path: 'one_statement' }, s.oneStatementBatches);
+          this.inc({ path: 'transaction' }, s.transactionBatches);
+        },
+      });
     }
     const cert = src.tlsCertificate;
     if (cert) {

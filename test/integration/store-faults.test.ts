@@ -298,6 +298,39 @@ describe('store faults - a row the database refuses', function () {
     console.log(`      (reason: ${rows[0]?.reason}; batch sizes: ${flushes.join(',')})`);
   });
 
+  it('live MQTT, topics already known (the one-statement batch): the same outcome, the poison row set aside, its neighbours stored', async () => {
+    const pub = await connect(server.mqttPort, { clientId: 'row-pub-known' });
+    clients.push(pub);
+    const good = `${TOPIC_BASE}/rowknown0/seq`;
+    const bad = `${TOPIC_BASE}/badknown/seq`;
+    // Both topics stored once first, so the burst's batch holds only samples of known topics.
+    await publish(pub, good, JSON.stringify({ value: -1 }), { qos: 1 });
+    await publish(pub, bad, JSON.stringify({ value: -1 }), { qos: 1 });
+    // Past the first messages of a connection, which the store checks against what it holds (possible re-sends).
+    await Promise.all(Array.from({ length: config.mqtt.resendCheckCount + 1 }, (_, i) =>
+      publish(pub, `${TOPIC_BASE}/rowknown1/seq`, JSON.stringify({ value: i }), { qos: 1 })));
+    const before = { ...server.store.sampleStats };
+    const sends: Array<Promise<void>> = [];
+    for (let i = 0; i < 20; i++) {
+      if (i === 10) sends.push(publish(pub, bad, POISON, { qos: 1 }));
+      sends.push(publish(pub, good, JSON.stringify({ value: i }), { qos: 1 }));
+    }
+    await Promise.all(sends);
+    const rows = await waitFor(async () => { const r = await storeRejections(url, bad); return r.length > 0 ? r : undefined; }, 5_000, 'the refused row kept');
+    expect(rows).to.have.length(1);
+    expect(rows[0]?.reason).to.match(/^22[0-9A-Z]{3} /);
+    const stored = (await storedValues(url, 'rowknown')).get(good) ?? [];
+    expect([...stored].sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 21 }, (_, i) => i - 1));
+    expect(await sampleCount(url, bad), 'only the first, good sample of the poisoned topic').to.equal(1);
+    // The burst went the one-statement way (refused there as a whole, then written item by item).
+    const after = server.store.sampleStats;
+    expect(after.oneStatementBatches, 'one-statement batches sent during the burst').to.be.greaterThan(before.oneStatementBatches);
+    expect(after.transactionBatches, 'no burst batch needed a transaction').to.equal(before.transactionBatches);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    expect(metrics).to.include(`uns_store_batches_total{path="one_statement"} ${after.oneStatementBatches}`);
+    expect(server.writer.state).to.equal('healthy');
+  });
+
   it('HTTP publish: answers 400 with UNS_ERR_STORE_REJECTED and keeps the rejection', async () => {
     const bad = `${TOPIC_BASE}/badhttp/seq`;
     const res = await fetch(`http://127.0.0.1:${server.httpPort}/api/v1/publish?topic=${encodeURIComponent(bad)}`, {

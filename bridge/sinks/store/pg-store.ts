@@ -75,8 +75,11 @@ export class PgStore {
   private readonly log: Logger;
   private readonly topicIds = new Map<string, number>();
   private timescaleStatus: TimescaleStatus = { enabled: false, reason: 'not set up' };
-  /** Committed samples that met a stored one of the same topic and time (see insertSamples). */
-  readonly sampleStats = { overwritten: 0, repeated: 0 };
+  /**
+   * Committed samples that met a stored one of the same topic and time (see planSamples), and how live batches
+   * were written: as one statement (samples of known topics) or as a transaction of several (counted when sent).
+   */
+  readonly sampleStats = { overwritten: 0, repeated: 0, oneStatementBatches: 0, transactionBatches: 0 };
   private closed = false;
 
   constructor(private readonly opts: PgStoreOptions) {
@@ -137,10 +140,12 @@ export class PgStore {
   /** One transaction for the whole batch: wholly durable or not at all. */
   async writeBatch(batch: WriteBatch, opts: WriteOptions = {}): Promise<WriteOutcome> {
     if (batch.segments === undefined && this.samplesOnly(batch.items, opts.dedupeWindowMs)) {
+      this.sampleStats.oneStatementBatches++;
       this.count(await this.writeSamplesAlone(batch.items));
       return 'committed';
     }
     let tally: SampleTally = NO_TALLY;
+    if (batch.segments === undefined) this.sampleStats.transactionBatches++;
     const r = await this.transaction(batch, async (client, fresh, items) => {
       tally = await this.writeItems(client, items, fresh, opts);
       return [];
