@@ -203,7 +203,16 @@ describe('external-broker mode - attached to Mosquitto', function () {
       // no client can recover. What the bridge had received and not acknowledged is the point here.
       const atRest = new Promise<void>((r) => { parked = r; });
       paused = new Promise<void>((r) => { resume = r; });
-      await atRest; // every batch sent so far is acknowledged by Mosquitto
+      // The steps without a deadline of their own get one, saying where a rare failure stopped.
+      const within = <T>(ms: number, what: string, p: Promise<T>): Promise<T> => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, rej) => {
+          timer = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms; ${sent} of ${total} sent, device connected ${d.connected}\n` +
+            `mosquitto: ${mosq.output().slice(-1500)}\nbridge: ${child.output().slice(-1500)}`)), ms);
+        });
+        return Promise.race([p, late]).finally(() => clearTimeout(timer));
+      };
+      await within(20_000, 'the publishes before the kill acknowledged by Mosquitto', atRest);
       const killedAtS = Math.floor(Date.now() / 1000);
       await child.kill('SIGKILL');
       // Mosquitto's log lines start with their time in epoch seconds.
@@ -213,7 +222,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
       });
       await waitFor(gone, 10_000, 'Mosquitto to see the bridge gone');
       resume();
-      await sending;
+      await within(30_000, 'the publishes during the outage acknowledged by Mosquitto', sending);
       // Everything published meanwhile waits in the bridge's session on the broker.
       child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
       try {
