@@ -3,6 +3,7 @@
  * uns-bridge command line: start the server, check a topics.yaml, hash a password.
  */
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { loadConfig, unknownEnvNames } from './core/index.js';
 import { UnsError } from './core/index.js';
 import { createLogger } from './core/index.js';
@@ -129,6 +130,8 @@ async function main(argv: string[]): Promise<void> {
     }
     case 'start': {
       const config = loadConfig();
+      // Read by V8 at every full collection, so it applies although the heap already exists.
+      if (config.memory.heapGrowingPercent > 0) setFlagsFromString(`--heap-growing-percent=${config.memory.heapGrowingPercent}`);
       const log = createLogger(config.log.level);
       for (const w of unknownEnvNames()) log.warn(w);
       const server = await startServer(config, log);
