@@ -50,8 +50,8 @@ describe('config', () => {
     expect(loadConfig({ DATABASE_URL: 'postgres://a@h/db', UNS_DATABASE_URL: 'postgresql://b@h/db' }).database.url).to.equal('postgresql://b@h/db');
   });
 
-  it('bounds heap growth between full collections by default (100%), takes 0 for V8\'s own, and refuses what is out of range', () => {
-    expect(loadConfig({}).memory.heapGrowingPercent).to.equal(100);
+  it('bounds heap growth between full collections by default (200%), takes 0 for V8\'s own, and refuses what is out of range', () => {
+    expect(loadConfig({}).memory.heapGrowingPercent).to.equal(200);
     expect(loadConfig({ UNS_HEAP_GROWING_PERCENT: '0' }).memory.heapGrowingPercent).to.equal(0);
     expect(loadConfig({ UNS_HEAP_GROWING_PERCENT: '50' }).memory.heapGrowingPercent).to.equal(50);
     for (const bad of ['-1', '1001', 'lots']) {
