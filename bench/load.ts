@@ -232,18 +232,14 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
   });
   const pubs = Array.from({ length: cfg.publishers }, (_, i) => new Publisher(i));
 
-  // Publishers likewise.
-  // The first alone (a password check may be cached after it), then the rest a few dozen at a time.
+  // Subscribers first, then publishers, each in waves (inWaves).
   const subscribeOne = async (sub: (typeof subscribers)[number]): Promise<void> => {
     await sub.client.connect();
     const granted = await sub.client.subscribe(sub.filter, 0);
     if (granted[0] !== 0) throw new Error(`subscription to ${sub.filter} refused (SUBACK ${granted.join(',')})`);
   };
-  if (subscribers[0]) await subscribeOne(subscribers[0]);
-  for (let i = 1; i < subscribers.length; i += 50) await Promise.all(subscribers.slice(i, i + 50).map(subscribeOne));
-  const first = pubs[0];
-  if (first) await first.client.connect();
-  for (let i = 1; i < pubs.length; i += 50) await Promise.all(pubs.slice(i, i + 50).map((p) => p.client.connect()));
+  await inWaves(subscribers, subscribeOne);
+  await inWaves(pubs, (p) => p.client.connect());
   emit({ event: 'connected', publishers: pubs.length, topics: pubs.length * cfg.topicsPerPublisher });
   // Sparkplug: every node's births, acknowledged (stored), before any DATA.
   for (const p of pubs) for (const b of p.frames?.births ?? []) p.sendRaw(b.topic, b.payload, performance.now());
@@ -326,6 +322,12 @@ async function run(cfg: LoadConfig): Promise<LoadResult> {
     loadCpuPct: Math.round(((cpu.user + cpu.system) / 1000 / measuredMs) * 1000) / 10,
     loopLagP99Ms: Math.max(0, Math.round(loop.percentile(99) / 1e4 - LOOP_RESOLUTION_MS * 100) / 100),
   };
+}
+
+/** Connects clients: the first alone (a password check may be cached after it), then the rest a few dozen at a time. */
+async function inWaves<T>(items: readonly T[], connect: (item: T) => Promise<void>): Promise<void> {
+  if (items[0] !== undefined) await connect(items[0]);
+  for (let i = 1; i < items.length; i += 50) await Promise.all(items.slice(i, i + 50).map(connect));
 }
 
 /** Subscriber i's filter: `acme/#` first, then sites and areas in turn (overlapping filters). */

@@ -158,16 +158,8 @@ export class Metrics {
     if (samples) {
       counterFrom('uns_store_samples_overwritten_total', 'Samples that replaced a stored one of the same topic and time with a different value (last write wins).', () => samples().overwritten);
       counterFrom('uns_store_samples_repeated_total', 'Samples equal to a stored one of the same topic and time (a reading sent again): nothing changed.', () => samples().repeated);
-      new Counter({
-        name: 'uns_store_batches_total', help: 'Live batches sent to the store, by how: one statement (samples of known topics) or a transaction (new topics, retained, rejections, state).',
-        labelNames: ['path'], registers: reg,
-        collect() {
-          this.reset();
-          const s = samples();
-          this.inc({ path: 'one_statement' }, s.oneStatementBatches);
-          this.inc({ path: 'transaction' }, s.transactionBatches);
-        },
-      });
+      labelled('uns_store_batches_total', 'Live batches sent to the store, by how: one statement (samples of known topics) or a transaction (new topics, retained, rejections, state).',
+        'path', () => ({ one_statement: samples().oneStatementBatches, transaction: samples().transactionBatches }));
     }
     const cert = src.tlsCertificate;
     if (cert) {
