@@ -53,6 +53,11 @@ export interface BrokerLinkOptions {
 
 export interface BrokerLinkStats {
   connected: boolean;
+  /**
+   * The broker granted this connection's shared subscriptions (SUBACK): only from then on does it deliver.
+   * A device publishing before that finds no subscriber, so /ready waits for it.
+   */
+  subscribed: boolean;
   connects: number;
   connectionsLost: number;
   /** Messages received from the broker (ingested), and their payload bytes. */
@@ -87,7 +92,7 @@ const FATAL_CONNACK = new Set([0x84, 0x85, 0x86, 0x87, 0x8c, 0x90]);
 
 export class BrokerLink {
   readonly stats: BrokerLinkStats = {
-    connected: false, connects: 0, connectionsLost: 0, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, publishesRejected: 0,
+    connected: false, subscribed: false, connects: 0, connectionsLost: 0, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, publishesRejected: 0,
     held: 0, notDurable: 0, ownSkipped: 0, subscriptionsRefused: 0, throttled: 0, lastError: null,
   };
   private socket: Socket | null = null;
@@ -95,6 +100,8 @@ export class BrokerLink {
   private connection = 0;
   private sinceConnect = 0;
   private nextId = 0;
+  /** Packet id of this connection's SUBSCRIBE, whose SUBACK makes it subscribed. */
+  private subscribeId = -1;
   private readonly outgoing = new Map<number, Pending>();
   private closing = false;
   private recycling = false;
@@ -222,6 +229,7 @@ export class BrokerLink {
           this.stats.subscriptionsRefused++;
           this.fail(`the broker refused the subscription $share/${this.opts.group}/${r.f} (SUBACK 0x${r.g.toString(16)}): check its ACL for ${this.username ?? 'this client'}`);
         }
+        if (p.messageId === this.subscribeId && refused.length === 0) this.stats.subscribed = true;
         return;
       }
       case 'publish':
@@ -312,8 +320,9 @@ export class BrokerLink {
 
   /** Subscribed on every connect: the broker keeps an existing subscription of the session as it is. */
   private subscribe(): void {
+    this.subscribeId = this.allocateId();
     this.write({
-      cmd: 'subscribe', messageId: this.allocateId(),
+      cmd: 'subscribe', messageId: this.subscribeId,
       // rap: the retain flag as published, so an empty retained message is seen as the delete it is.
       subscriptions: this.opts.filters.map((f) => ({ topic: `$share/${this.opts.group}/${f}`, qos: 1 as const, rap: true })),
     });
@@ -418,6 +427,7 @@ export class BrokerLink {
       }
     }
     this.stats.connected = false;
+    this.stats.subscribed = false;
     this.socket = null;
     for (const p of this.outgoing.values()) p.reject(new Error('the connection to the broker closed before its acknowledgement'));
     this.outgoing.clear();
@@ -444,6 +454,7 @@ export class BrokerLink {
     const s = this.socket;
     if (s === null) { this.stopPing(); return; }
     if (this.stats.connected && this.accepting) {
+      this.stats.subscribed = false;
       this.write({ cmd: 'unsubscribe', messageId: this.allocateId(), unsubscriptions: this.opts.filters.map((f) => `$share/${this.opts.group}/${f}`) });
       const until = Date.now() + drainMs;
       while (Date.now() < until && this.socket === s && (this.stats.held > 0 || Date.now() - this.lastInboundAt < 250)) {

@@ -279,7 +279,7 @@ async function start(config: Config, log: Logger, undo: Array<() => Promise<unkn
     writer: writer.stats, storeOpen, timescale: store.timescale.enabled, stopping,
     broker: broker !== null ? { clients: broker.connectedClients, held: broker.stats.held } : { clients: 0, held: link?.stats.held ?? 0 },
     link: config.link.url === null ? null : {
-      broker: link?.address ?? null, clientId: link?.clientId ?? null, group: config.link.group, connected: link?.stats.connected ?? false, lastError: link?.stats.lastError ?? 'not started',
+      broker: link?.address ?? null, clientId: link?.clientId ?? null, group: config.link.group, connected: link?.stats.connected ?? false, subscribed: link?.stats.subscribed ?? false, lastError: link?.stats.lastError ?? 'not started',
       held: link?.stats.held ?? 0, connectionsLost: link?.stats.connectionsLost ?? 0,
     },
     sessions: sessions === null ? null : (() => {

@@ -24,7 +24,7 @@ export interface MetricSources {
     proxyHeadersRefused: number;
   };
   /** External-broker mode: the link's counters (BrokerLinkStats), null before it started. */
-  link?(): { connected: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
+  link?(): { connected: boolean; subscribed: boolean; connects: number; connectionsLost: number; messagesIn: number; bytesIn: number; messagesOut: number; bytesOut: number;
     publishesRejected: number; held: number; notDurable: number; ownSkipped: number; subscriptionsRefused: number; throttled: number } | null;
   /** Cluster mode (ClusterStats, with the number of live peers). */
   cluster?(): { connected: boolean; framesOut: number; framesIn: number; dropped: number; publishes: number; peers: number };
@@ -46,7 +46,7 @@ export interface MetricSources {
 }
 
 /** The link's running totals (the counters among its figures). */
-type LinkCounter = Exclude<keyof NonNullable<ReturnType<NonNullable<MetricSources['link']>>>, 'connected' | 'held'>;
+type LinkCounter = Exclude<keyof NonNullable<ReturnType<NonNullable<MetricSources['link']>>>, 'connected' | 'subscribed' | 'held'>;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -141,6 +141,7 @@ export class Metrics {
     if (link) {
       const l = (k: LinkCounter) => () => link()?.[k] ?? 0;
       gaugeFrom('uns_broker_link_up', 'External-broker mode: 1 while connected to the broker.', () => (link()?.connected ? 1 : 0));
+      gaugeFrom('uns_broker_link_subscribed', 'External-broker mode: 1 while the broker has granted the shared subscriptions (it delivers).', () => (link()?.subscribed ? 1 : 0));
       gaugeFrom('uns_broker_link_held', 'External-broker mode: messages whose acknowledgement to the broker waits for the store.', () => link()?.held ?? 0);
       counterFrom('uns_broker_link_connects_total', 'External-broker mode: accepted connections to the broker.', l('connects'));
       counterFrom('uns_broker_link_connections_lost_total', 'External-broker mode: connections to the broker lost.', l('connectionsLost'));

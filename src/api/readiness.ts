@@ -12,7 +12,7 @@ export interface ReadinessParts {
   readonly broker: { readonly clients: number; readonly held: number };
   /** External-broker mode: the link to the plant's broker (null when the broker is embedded). */
   readonly link?: {
-    readonly broker: string | null; readonly clientId: string | null; readonly group: string; readonly connected: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
+    readonly broker: string | null; readonly clientId: string | null; readonly group: string; readonly connected: boolean; readonly subscribed: boolean; readonly lastError: string | null; readonly held: number; readonly connectionsLost: number;
   } | null;
   /** Persistent MQTT sessions (embedded broker): loaded yet, and whether changes are being written. */
   readonly sessions?: { readonly loaded: boolean; readonly count: number; readonly queued: number; readonly unsaved: number; readonly failingSince: number | null; readonly lastError: string | null; readonly loadMs: number | null } | null;
@@ -31,7 +31,8 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 
 export function readinessReport(p: ReadinessParts): ReadinessReport {
   const w = p.writer;
-  const linkDown = p.link !== undefined && p.link !== null && !p.link.connected;
+  // Connected is not enough: until the broker grants the subscriptions, what devices publish goes nowhere.
+  const linkDown = p.link !== undefined && p.link !== null && !(p.link.connected && p.link.subscribed);
   const clusterDown = p.cluster !== undefined && p.cluster !== null && !p.cluster.connected;
   const degraded = w.state !== 'healthy' || w.holding !== null || w.replay !== null || !p.storeOpen || (p.embedded !== null && p.embedded.state !== 'running') || linkDown || clusterDown;
   return {
@@ -54,7 +55,7 @@ export function readinessReport(p: ReadinessParts): ReadinessReport {
         dropped: p.cluster.dropped, peers: p.cluster.peers.map((x) => ({ id: x.id, clients: x.clients, lastSeen: iso(x.lastSeen) })),
       } } : {}),
       ...(p.sessions ? { sessions: { ...p.sessions, failingSince: p.sessions.failingSince === null ? null : iso(p.sessions.failingSince) } } : {}),
-      ...(p.link ? { link: { ...p.link, lastError: p.link.connected ? null : p.link.lastError } } : {}),
+      ...(p.link ? { link: { ...p.link, lastError: p.link.connected && p.link.subscribed ? null : (p.link.lastError ?? 'waiting for the broker to grant the subscriptions') } } : {}),
       backlog: { queued: w.queued, inFlight: w.inFlight, spoolSegments: w.spoolSegments, spoolBytes: w.spoolBytes },
       embedded: p.embedded,
       users: p.users,

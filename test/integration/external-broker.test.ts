@@ -55,9 +55,11 @@ describe('external-broker mode - attached to Mosquitto', function () {
     await pg.destroy();
   });
 
-  const start = async (over: Record<string, unknown> = {}): Promise<RunningServer> => {
+  /** A server attached to the test's Mosquitto; by default once it is ready (the broker granted its subscription). */
+  const start = async (over: Record<string, unknown> = {}, ready = true): Promise<RunningServer> => {
     const s = await startTestServer(testConfig(dbUrl, { link: { url: mosq.url, ...over } }));
     servers.push(s);
+    if (ready) await waitFor(() => s.readiness().ready, 10_000, 'ready: connected and subscribed');
     return s;
   };
   const dev = async (opts: mqtt.IClientOptions = {}): Promise<MqttClient> => {
@@ -70,9 +72,8 @@ describe('external-broker mode - attached to Mosquitto', function () {
     const server = await start();
     expect(server.broker).to.equal(null);
     expect(server.mqttPort).to.equal(0);
-    await waitFor(() => server.readiness().ready, 10_000, 'ready');
     const ready = (await (await fetch(`http://127.0.0.1:${server.httpPort}/ready`)).json()) as { checks: { link: { connected: boolean; broker: string } } };
-    expect(ready.checks.link).to.include({ connected: true, broker: mosq.url, group: 'uns-bridge', clientId: server.link?.clientId });
+    expect(ready.checks.link).to.include({ connected: true, subscribed: true, broker: mosq.url, group: 'uns-bridge', clientId: server.link?.clientId, lastError: null });
     const d = await dev({ clientId: 'plc-1' });
     for (let i = 0; i < 50; i++) await pub(d, 'acme/plant1/packaging/line1/filler/flow', JSON.stringify({ value: i }));
     await waitFor(async () => (await values(dbUrl, 'acme/plant1/packaging/line1/filler/flow')).length === 50, 10_000, '50 rows');
@@ -80,6 +81,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
     expect(server.link?.stats.messagesIn).to.equal(50);
     const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
     expect(metrics).to.match(/^uns_broker_link_up 1$/m);
+    expect(metrics).to.match(/^uns_broker_link_subscribed 1$/m);
     expect(metrics).to.match(/^uns_broker_link_messages_received_total 50$/m);
   });
 
@@ -183,26 +185,31 @@ describe('external-broker mode - attached to Mosquitto', function () {
     const env = { UNS_BROKER_URL: mosq.url, UNS_BROKER_CLIENT_ID: 'bridge-kill', UNS_BROKER_GROUP: 'kill-test' };
     try {
       let child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
+      // Until the broker grants the bridge's subscription, what the device publishes has no subscriber.
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${child.httpPort}/ready`)).ok, 20_000, 'the bridge ready (subscribed)');
       const d = await dev({ clientId: 'plc-4' });
       const prefix = 'acme/plant1/utilities/line9/';
       const total = 3_000;
       let sent = 0;
-      let paused: Promise<void> | null = null;
-      let resume = (): void => undefined;
+      // Publishing pauses once across the kill itself: Mosquitto 2.0 drops QoS 1 messages that reach a shared
+      // subscription in the instant its member's connection dies (eclipse-mosquitto/mosquitto#2662), which
+      // no client can recover. What the bridge had received and not acknowledged is the point here. The pause
+      // comes once 500 are stored, or half way at the latest, so there is always an outage to publish into.
+      let pauseAsked = false;
+      let isParked = false;
       let parked = (): void => undefined;
+      let resume = (): void => undefined;
+      const atRest = new Promise<void>((r) => { parked = r; });
+      const paused = new Promise<void>((r) => { resume = r; });
       const sending = (async () => {
         while (sent < total) {
-          if (paused !== null) { parked(); await paused; }
+          if (!isParked && (pauseAsked || sent >= total / 2)) { isParked = true; parked(); await paused; }
           const batch = Array.from({ length: 50 }, () => sent++);
           await Promise.all(batch.map((i) => pub(d, `${prefix}c${i % 10}/flow`, JSON.stringify({ value: i }))));
         }
       })();
-      await waitFor(async () => (await values(dbUrl, prefix)).length >= 500, 20_000, 'the first 500 stored');
-      // Publishing pauses across the kill itself: Mosquitto 2.0 drops QoS 1 messages that reach a shared
-      // subscription in the instant its member's connection dies (eclipse-mosquitto/mosquitto#2662), which
-      // no client can recover. What the bridge had received and not acknowledged is the point here.
-      const atRest = new Promise<void>((r) => { parked = r; });
-      paused = new Promise<void>((r) => { resume = r; });
+      await waitFor(async () => isParked || (await values(dbUrl, prefix)).length >= 500, 20_000, 'the first 500 stored');
+      pauseAsked = true;
       // The steps without a deadline of their own get one, saying where a rare failure stopped.
       const within = <T>(ms: number, what: string, p: Promise<T>): Promise<T> => {
         let timer: NodeJS.Timeout | undefined;
@@ -213,6 +220,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
         return Promise.race([p, late]).finally(() => clearTimeout(timer));
       };
       await within(20_000, 'the publishes before the kill acknowledged by Mosquitto', atRest);
+      const pausedAt = sent;
       const killedAtS = Math.floor(Date.now() / 1000);
       await child.kill('SIGKILL');
       // Mosquitto's log lines start with their time in epoch seconds.
@@ -229,7 +237,10 @@ describe('external-broker mode - attached to Mosquitto', function () {
         await waitFor(async () => (await values(dbUrl, prefix)).length >= total, 60_000, 'every message stored').catch(async (e: Error) => {
           // What a rare failure needs to be understood: how far it got, and what the bridge said.
           const got = await values(dbUrl, prefix);
-          throw new Error(`${e.message}: ${got.length} of ${total} stored (${new Set(got).size} distinct)\n${child.output().slice(-4000)}`);
+          const have = new Set(got);
+          const missing = Array.from({ length: total }, (_, i) => i).filter((i) => !have.has(i));
+          throw new Error(`${e.message}: ${got.length} of ${total} stored (${have.size} distinct); missing ${missing.length > 20 ? `${missing.slice(0, 10).join(',')} .. ${missing.slice(-10).join(',')}` : missing.join(',')}; paused at ${pausedAt}\n` +
+            `mosquitto: ${mosq.output().slice(-3000)}\nbridge: ${child.output().slice(-4000)}`);
         });
         const v = await values(dbUrl, prefix);
         expect(v.length, 'stored once each').to.equal(total);
@@ -303,7 +314,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
     servers.push(again);
     expect(again.link?.clientId).to.equal(id);
     // A copy of the instance (same client id): the broker takes the session over, and the link says why.
-    const copy = await start({ clientId: id });
+    const copy = await start({ clientId: id }, false);
     const named = (l: RunningServer['link']): boolean => /another connection may use the client id/.test(l?.stats.lastError ?? '');
     await waitFor(() => named(again.link) || named(copy.link), 30_000, 'the takeover named');
   });

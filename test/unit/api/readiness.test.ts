@@ -40,6 +40,19 @@ describe('readiness report', () => {
     expect(c.spool.replay).to.include({ done: 3, total: 10 });
   });
 
+  const link = { broker: 'mqtt://127.0.0.1:1883', clientId: 'b-1', group: 'uns-bridge', connected: true, subscribed: true, lastError: null, held: 0, connectionsLost: 0 };
+  it('is ready in external-broker mode only once the broker granted the subscription', () => {
+    expect(readinessReport(parts({ link })).ready).to.equal(true);
+    const waiting = readinessReport(parts({ link: { ...link, subscribed: false } }));
+    expect(waiting).to.include({ ready: false, status: 'degraded' });
+    expect((waiting.checks['link'] as { lastError: string }).lastError).to.equal('waiting for the broker to grant the subscriptions');
+    const refused = readinessReport(parts({ link: { ...link, subscribed: false, lastError: 'the broker refused the subscription $share/uns-bridge/acme/#' } }));
+    expect((refused.checks['link'] as { lastError: string }).lastError).to.match(/refused the subscription/);
+    const down = readinessReport(parts({ link: { ...link, connected: false, subscribed: false, lastError: 'ECONNREFUSED' } }));
+    expect(down.ready).to.equal(false);
+    expect((down.checks['link'] as { lastError: string }).lastError).to.equal('ECONNREFUSED');
+  });
+
   it('says stopping while the server shuts down', () => {
     expect(readinessReport(parts({ stopping: true }))).to.include({ ready: false, status: 'stopping' });
   });
