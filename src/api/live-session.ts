@@ -80,6 +80,8 @@ export class LiveSession {
   private lastAccepted: Point | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
   private flushImmediate: NodeJS.Immediate | null = null;
+  /** When the last frame of points went out (deps.now), for the batch interval. */
+  private lastFrameAt = Number.NEGATIVE_INFINITY;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private expiryTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -253,10 +255,13 @@ export class LiveSession {
 
   private scheduleFlush(soon: boolean): void {
     if (this.closed) return;
-    if (soon) {
+    // Leading edge: after a quiet interval the points of this turn (one commit's worth) go out at once;
+    // otherwise at the interval's end, so a connection gets at most one frame per batchMs either way.
+    const wait = soon ? 0 : this.lastFrameAt + this.policy.batchMs - this.deps.now();
+    if (wait <= 0) {
       this.flushImmediate ??= setImmediate(() => { this.flushImmediate = null; this.flush(); });
     } else {
-      this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, this.policy.batchMs);
+      this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, wait);
     }
   }
 
@@ -279,10 +284,12 @@ export class LiveSession {
       this.batch = [];
       this.batchBytes = 0;
       if (this.flushTimer) { clearTimeout(this.flushTimer); this.flushTimer = null; }
+      this.lastFrameAt = this.deps.now();
       if (this.outbox.admit()) this.outbox.write('datapoints_batch', datapointsFrame('datapoints_batch', parts), parts.length);
       else this.outbox.drop(parts.length, 1);
     }
-    if (due) this.scheduleFlush(false);
+    // Conflated points not due yet: looked at again an interval later (not at once, which would spin).
+    if (due && !this.closed) this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, this.policy.batchMs);
   }
 
   private async snapshot(filters: readonly string[], id: string | undefined): Promise<void> {

@@ -323,6 +323,30 @@ describe('api stream - websocket', function () {
     expect(c.live(other).map((p) => p.value)).to.deep.equal([10, 20, 30]);
   });
 
+  it('sends a point after a quiet interval at once, and at most one frame per batch interval', async () => {
+    // A long interval makes the two behaviours far apart: at once (leading edge) against its end.
+    const restore = overrideLivePolicy({ batchMs: 1_500 });
+    try {
+      const topic = `${LINE}/edge/count`;
+      const c = await open();
+      await c.subscribe([`${LINE}/edge/#`]);
+      const sentAt = Date.now();
+      await publish(mqtt, topic, '1');
+      await c.point(topic, 1, 1_000);
+      const first = c.times[c.messages.length - 1] as number;
+      expect(first - sentAt, 'the first point waits for no interval').to.be.below(1_000);
+      await publish(mqtt, topic, '2');
+      await publish(mqtt, topic, '3');
+      const frame = await c.take((m) => m.type === 'datapoints_batch', 3_000, 'the second frame');
+      const at = c.times[c.messages.indexOf(frame)] as number;
+      expect((frame['datapoints'] as Point[]).map((p) => p.value), 'both held for the interval, in one frame').to.deep.equal([2, 3]);
+      // The server stamps the interval on sending; the client's clock sees both frames' delivery delays.
+      expect(at - first, 'the second frame waits for the interval').to.be.at.least(1_400);
+    } finally {
+      restore();
+    }
+  });
+
   it('sends heartbeats at the configured interval', async () => {
     const restore = overrideLivePolicy({ heartbeatMs: 200 });
     try {
