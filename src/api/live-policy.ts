@@ -6,9 +6,9 @@
 
 export interface LivePolicy {
   /**
-   * Frames of live points go out at most once per this interval per connection: a point that arrives when the
-   * last frame is at least this old goes out in the same event-loop turn (with the rest of its commit), one
-   * that arrives sooner waits for the interval's end. A point waits at most this long.
+   * Frames of live points go out at most once per this interval per connection: a point that arrives when
+   * the last frame is at least this old goes out at the end of its event-loop turn (with the others that
+   * arrived in it), one that arrives sooner waits for the interval's end. A point waits at most this long.
    */
   readonly batchMs: number;
   /** ...or as soon as it holds this many points / this many bytes of JSON. */

@@ -255,7 +255,7 @@ export class LiveSession {
 
   private scheduleFlush(soon: boolean): void {
     if (this.closed) return;
-    // Leading edge: after a quiet interval the points of this turn (one commit's worth) go out at once;
+    // Leading edge: after a quiet interval the points of this event-loop turn go out at once (in an immediate);
     // otherwise at the interval's end, so a connection gets at most one frame per batchMs either way.
     const wait = soon ? 0 : this.lastFrameAt + this.policy.batchMs - this.deps.now();
     if (wait <= 0) {

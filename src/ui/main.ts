@@ -117,7 +117,7 @@ function namespaceView(): void {
   let liveTable: HTMLTableSectionElement | null = null;
   let liveState: HTMLElement | null = null;
   let chart: uPlot | null = null;
-  let chartChanged: (() => void) | null = null;
+  let chartChanged: ((p: LivePoint) => void) | null = null;
 
   const stream = new LiveStream(() => api.token, {
     points: (points, kind) => {
@@ -132,7 +132,7 @@ function namespaceView(): void {
           const v = document.getElementById('last-value');
           if (v) v.textContent = formatValue(p.value, unit);
           document.getElementById('last-quality')?.replaceChildren(qualityBadge(p.quality));
-          chartChanged?.();
+          chartChanged?.(p);
         }
       }
     },
@@ -295,7 +295,7 @@ interface AggPoint { timestamp: string; avg?: number; min?: number; max?: number
 interface RawPoint { timestamp: string; value: unknown }
 
 /** The history chart of one topic: a range, buckets chosen by span (raw when zoomed in), CSV of the range. */
-function chartSection(topic: string, meta: TopicMeta, onChart: (c: uPlot) => void): { el: HTMLElement; changed(): void } {
+function chartSection(topic: string, meta: TopicMeta, onChart: (c: uPlot) => void): { el: HTMLElement; changed(p: LivePoint): void } {
   const box = h('div', { class: 'chart', id: 'chart', role: 'img', 'aria-label': `History of ${topic}` });
   const info = h('span', { class: 'muted', id: 'chart-info' });
   // A preset ("last 6 h") follows the clock: it ends now whenever it is drawn or exported. A zoom is fixed.
@@ -304,6 +304,9 @@ function chartSection(topic: string, meta: TopicMeta, onChart: (c: uPlot) => voi
   const current = (): { from: number; to: number } => (span === null ? range : { from: Date.now() - span, to: Date.now() });
   let plot: uPlot | null = null;
   let seq = 0;
+  // Live values come as soon as they are accepted, before the store has committed them: the raw chart adds
+  // those newer than what history returned, so a redraw never shows less than the live table.
+  const liveTail: Array<[number, number]> = [];
 
   const draw = (): void => {
     const my = ++seq;
@@ -316,10 +319,15 @@ function chartSection(topic: string, meta: TopicMeta, onChart: (c: uPlot) => voi
       if (my !== seq) return;
       const pts = body.datapoints;
       const xs = pts.map((p) => Date.parse(p.timestamp) / 1000);
+      const ys = pts.map((p) => (typeof p.value === 'number' ? p.value : null));
+      if (bucket === null) {
+        const last = xs.length > 0 ? (xs[xs.length - 1] as number) : Number.NEGATIVE_INFINITY;
+        for (const [x, y] of liveTail) if (x > last && x >= range.from / 1000 && x <= range.to / 1000) { xs.push(x); ys.push(y); }
+      }
       const data: uPlot.AlignedData = bucket === null
-        ? [xs, pts.map((p) => (typeof p.value === 'number' ? p.value : null))]
+        ? [xs, ys]
         : [xs, pts.map((p) => p.avg ?? null), pts.map((p) => p.min ?? null), pts.map((p) => p.max ?? null)];
-      info.textContent = `${pts.length} ${bucket === null ? (pts.length === 1 ? 'sample' : 'samples') : `${bucket} buckets (avg, min–max band)`}`;
+      info.textContent = `${xs.length} ${bucket === null ? (xs.length === 1 ? 'sample' : 'samples') : `${bucket} buckets (avg, min–max band)`}`;
       const unit = meta.unit ?? '';
       const series: uPlot.Series[] = bucket === null
         ? [{}, { label: topic, stroke: '#1f6feb', width: 1.5, points: { show: pts.length < 200 } }]
@@ -365,7 +373,12 @@ function chartSection(topic: string, meta: TopicMeta, onChart: (c: uPlot) => voi
   // A new value of the topic: a chart that follows the clock is drawn again (at most every 5 s).
   let pending: number | null = null;
   let lastDraw = 0;
-  const changed = (): void => {
+  const changed = (p: LivePoint): void => {
+    const x = p.timestamp === null ? Number.NaN : Date.parse(p.timestamp) / 1000;
+    if (typeof p.value === 'number' && !Number.isNaN(x)) {
+      liveTail.push([x, p.value]);
+      if (liveTail.length > 1_000) liveTail.shift();
+    }
     if (span === null || pending !== null) return;
     const wait = Math.max(0, lastDraw + 5_000 - Date.now());
     pending = window.setTimeout(() => { pending = null; lastDraw = Date.now(); if (section.isConnected) draw(); }, wait);
