@@ -35,17 +35,19 @@ describe('durability - kill -9 during QoS 1 load', function () {
       const url = store === 'external PostgreSQL' ? await pgs.createDatabase('kill9') : null;
       let server = await spawnServer({ dataDir, databaseUrl: url });
       const load = new Load(server.mqttPort, 8, 20, 'k');
-      await load.start();
-      await waitFor(() => load.total > 2_000, 20_000, 'load to get going');
-      await server.kill('SIGKILL');
-      load.stop();
-      const ackedAtKill = load.total;
-      server = await spawnServer({ dataDir, databaseUrl: url, mqttPort: server.mqttPort, httpPort: server.httpPort });
+      // A step that fails part-way leaves no server behind (kill is a no-op for one already gone).
       try {
+        await load.start();
+        await waitFor(() => load.total > 2_000, 20_000, 'load to get going');
+        await server.kill('SIGKILL');
+        load.stop();
+        const ackedAtKill = load.total;
+        server = await spawnServer({ dataDir, databaseUrl: url, mqttPort: server.mqttPort, httpPort: server.httpPort });
         const dbUrl = url ?? `postgresql://uns@/postgres?host=${encodeURIComponent(join(dataDir, 'pg', 'run'))}`;
         expect(ackedAtKill).to.be.greaterThan(2_000);
         expectAllAckedStoredOnce(load, await storedValues(dbUrl, 'k'));
       } finally {
+        load.stop();
         await server.kill('SIGTERM');
       }
     });

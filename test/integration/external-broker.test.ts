@@ -13,7 +13,7 @@ import sparkplugClient from 'sparkplug-client';
 import { TestPostgres, freePort, query } from '../helpers/postgres.js';
 import { TestMosquitto } from '../helpers/mosquitto.js';
 import { makePki, shareReadable } from '../helpers/pki.js';
-import { spawnServer } from '../helpers/child-server.js';
+import { spawnServer, type ChildServer } from '../helpers/child-server.js';
 import { cleanup, startTestServer, testConfig, waitFor, roleToken } from '../helpers/server.js';
 import type { RunningServer } from '../../src/main.js';
 
@@ -183,8 +183,11 @@ describe('external-broker mode - attached to Mosquitto', function () {
     const dir = mkdtempSync(join(tmpdir(), 'uns-link-kill-'));
     chmodSync(dir, 0o755);
     const env = { UNS_BROKER_URL: mosq.url, UNS_BROKER_CLIENT_ID: 'bridge-kill', UNS_BROKER_GROUP: 'kill-test' };
+    // Every server started here: a step that fails part-way leaves none behind (kill is a no-op for one gone).
+    const started: ChildServer[] = [];
+    const spawn = async (): Promise<ChildServer> => { const c = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env }); started.push(c); return c; };
     try {
-      let child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
+      let child = await spawn();
       // Until the broker grants the bridge's subscription, what the device publishes has no subscriber.
       await waitFor(async () => (await fetch(`http://127.0.0.1:${child.httpPort}/ready`)).ok, 20_000, 'the bridge ready (subscribed)');
       const d = await dev({ clientId: 'plc-4' });
@@ -232,7 +235,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
       resume();
       await within(30_000, 'the publishes during the outage acknowledged by Mosquitto', sending);
       // Everything published meanwhile waits in the bridge's session on the broker.
-      child = await spawnServer({ dataDir: dir, databaseUrl: dbUrl, env });
+      child = await spawn();
       try {
         await waitFor(async () => (await values(dbUrl, prefix)).length >= total, 60_000, 'every message stored').catch(async (e: Error) => {
           // What a rare failure needs to be understood: how far it got, and what the bridge said.
@@ -249,6 +252,7 @@ describe('external-broker mode - attached to Mosquitto', function () {
         await child.kill('SIGTERM');
       }
     } finally {
+      for (const c of started) await c.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
   });
