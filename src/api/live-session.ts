@@ -261,8 +261,12 @@ export class LiveSession {
     if (wait <= 0) {
       this.flushImmediate ??= setImmediate(() => { this.flushImmediate = null; this.flush(); });
     } else {
-      this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, wait);
+      this.flushAfter(wait);
     }
+  }
+
+  private flushAfter(ms: number): void {
+    this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, ms);
   }
 
   private flush(): void {
@@ -289,7 +293,7 @@ export class LiveSession {
       else this.outbox.drop(parts.length, 1);
     }
     // Conflated points not due yet: looked at again an interval later (not at once, which would spin).
-    if (due && !this.closed) this.flushTimer ??= setTimeout(() => { this.flushTimer = null; this.flush(); }, this.policy.batchMs);
+    if (due && !this.closed) this.flushAfter(this.policy.batchMs);
   }
 
   private async snapshot(filters: readonly string[], id: string | undefined): Promise<void> {
